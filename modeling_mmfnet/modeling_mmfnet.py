@@ -1,0 +1,774 @@
+"""MMFNet: fuse pretrained vision, text and audio encoders (any `AutoModel` backbone each) into one model.
+
+Data flow, per configured modality `m` (vision, text, audio):
+
+    inputs ─► encoder ─► pool(last_hidden_state, token mask) ─► h_m ─► LN(W_m h_m + b_m) ─► x_m ∈ R^d
+    x_m ← missing_m where modality_mask[:, m] is False        (learned missing-modality embedding)
+    fused = fusion(x, modality_mask) ∈ R^d ─► head
+
+A modality absent from the whole batch never runs its encoder; rows absent from a batch are not encoded either.
+Precomputed pooled features (`vision_embeds=`, …) skip the encoder, which is how frozen-encoder caching works.
+"""
+
+import contextlib
+import inspect
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import ModelOutput
+
+from .configuration_mmfnet import MODALITIES, MMFNetConfig
+from .fusion_mmfnet import (
+    MMFNetAttentionFusion,
+    MMFNetLowRankFusion,
+    MMFNetModalityLinear,
+    MMFNetTransformerFusion,
+    build_fusion,
+    masked_softmax,
+)
+from .modeling_mmfnet_conv import MMFNetConvModel
+
+ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "vision": ("pixel_values",),
+    "text": ("input_ids", "attention_mask", "token_type_ids"),
+    "audio": ("input_values", "input_features", "audio_attention_mask"),
+}
+"""The `forward` arguments that feed each modality's encoder (the first of each group marks it present)."""
+
+
+@dataclass
+class MMFNetModelOutput(ModelOutput):
+    r"""
+    fused_embeds (`torch.FloatTensor` of shape `(batch_size, fusion_dim)`):
+        The fused multimodal embedding.
+    modality_embeds (`torch.FloatTensor` of shape `(batch_size, num_modalities, fusion_dim)`):
+        Each modality's projected embedding (the learned missing embedding where the modality is absent).
+    modality_mask (`torch.BoolTensor` of shape `(batch_size, num_modalities)`):
+        Which modalities were present (and not dropped by modality dropout) for each sample.
+    vision_model_output / text_model_output / audio_model_output (`BaseModelOutput`, *optional*):
+        The encoders' outputs for the rows they encoded (None when the encoder did not run).
+    """
+
+    fused_embeds: torch.FloatTensor | None = None
+    modality_embeds: torch.FloatTensor | None = None
+    modality_mask: torch.BoolTensor | None = None
+    vision_model_output: BaseModelOutput | None = None
+    text_model_output: BaseModelOutput | None = None
+    audio_model_output: BaseModelOutput | None = None
+
+
+@dataclass
+class MMFNetClassifierOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+        Task loss, plus the weighted auxiliary unimodal and contrastive losses when enabled.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Classification (or regression) scores before softmax / sigmoid.
+    fused_embeds, modality_embeds, modality_mask: see [`MMFNetModelOutput`].
+    unimodal_logits (`torch.FloatTensor` of shape `(batch_size, num_modalities, num_labels)`, *optional*):
+        The auxiliary per-modality heads' scores (when `aux_unimodal_weight > 0`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    fused_embeds: torch.FloatTensor | None = None
+    modality_embeds: torch.FloatTensor | None = None
+    modality_mask: torch.BoolTensor | None = None
+    unimodal_logits: torch.FloatTensor | None = None
+
+
+def encoder_hidden_size(config: PreTrainedConfig) -> int:
+    """Width of an encoder's `last_hidden_state` (hidden_size, d_model, or the last of hidden_sizes)."""
+    for name in ("hidden_size", "d_model", "embed_dim", "dim"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    hidden_sizes = getattr(config, "hidden_sizes", None)
+    if hidden_sizes:
+        return hidden_sizes[-1]
+    raise ValueError(f"Cannot tell the output width of a {type(config).__name__}; set `hidden_size` on it.")
+
+
+def build_encoder(config: PreTrainedConfig) -> PreTrainedModel:
+    """A randomly initialised encoder for `config` (the encoder half of encoder-decoder models)."""
+    if config.model_type == MMFNetConvModel.config_class.model_type:  # unknown to AutoModel in remote-code processes
+        return MMFNetConvModel(config)
+    encoder = AutoModel.from_config(config)
+    return encoder.get_encoder() if getattr(config, "is_encoder_decoder", False) else encoder
+
+
+class MMFNetPooler(nn.Module):
+    r"""Pools encoder tokens `(B, T, H)` (or feature maps `(B, H, h, w)`) into one vector `(B, H)`.
+
+    `mean`: `Σ_t m_t x_t / Σ_t m_t`; `max`: `max_{t: m_t} x_t`; `cls`: `x_0`; `pooler`: the backbone's
+    `pooler_output`; `attention`: `Σ_t softmax_t(qᵀ x_t / √H) x_t` over valid tokens, with a learned query `q`.
+    """
+
+    def __init__(self, mode: str, hidden_size: int, modality: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.modality = modality
+        self.query = nn.Parameter(torch.empty(hidden_size)) if mode == "attention" else None
+
+    def forward(
+        self, hidden_states: torch.Tensor, token_mask: torch.Tensor | None, pooler_output: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.mode == "pooler":
+            if pooler_output is None:
+                raise ValueError(
+                    f"`{self.modality}_pooling='pooler'` but the {self.modality} encoder returns no `pooler_output`; "
+                    "use 'mean', 'cls', 'max' or 'attention'."
+                )
+            return pooler_output
+        if hidden_states.dim() == 4:  # convolutional feature map (B, H, h, w)
+            hidden_states = hidden_states.flatten(2).transpose(1, 2)
+        if self.mode == "cls":
+            return hidden_states[:, 0]
+        if token_mask is None:
+            token_mask = hidden_states.new_ones(hidden_states.shape[:2], dtype=torch.bool)
+        mask = token_mask.unsqueeze(-1)
+        if self.mode == "mean":
+            weights = mask.to(hidden_states.dtype)
+            return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        if self.mode == "max":
+            return hidden_states.masked_fill(~mask, torch.finfo(hidden_states.dtype).min).amax(1)
+        scores = hidden_states @ self.query.to(hidden_states.dtype) * hidden_states.shape[-1] ** -0.5
+        return torch.einsum("bt,bth->bh", masked_softmax(scores, token_mask, dim=1), hidden_states)
+
+
+class MMFNetProjection(nn.Module):
+    r"""`x = Dropout(LN(W h + b))`: maps a pooled encoder feature to the shared fusion width."""
+
+    def __init__(self, in_features: int, config: MMFNetConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.fusion_dim)
+        self.layer_norm = nn.LayerNorm(config.fusion_dim)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.layer_norm(self.dense(pooled)))
+
+
+class MMFNetPreTrainedModel(PreTrainedModel):
+    config: MMFNetConfig
+    base_model_prefix = "mmfnet"
+    input_modalities = ("image", "text", "audio")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Xavier for fusion layers (the default N(0, 0.02) can stall a fusion head), explicit init for raw params."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, MMFNetModalityLinear):
+            bound = math.sqrt(6.0 / sum(module.weight.shape[1:]))
+            init.uniform_(module.weight, -bound, bound)
+            init.zeros_(module.bias)
+        elif isinstance(module, MMFNetPooler):
+            if module.query is not None:
+                init.normal_(module.query, std=module.query.shape[0] ** -0.5)
+        elif isinstance(module, MMFNetAttentionFusion):
+            init.normal_(module.query, std=module.query.shape[0] ** -0.5)
+        elif isinstance(module, MMFNetLowRankFusion):
+            fan_in, fan_out = module.factors.shape[-2:]
+            init.normal_(module.factors, std=math.sqrt(2.0 / (fan_in + fan_out)))
+            init.constant_(module.rank_weights, 1.0 / module.rank_weights.shape[0])
+            init.zeros_(module.bias)
+        elif isinstance(module, MMFNetTransformerFusion):
+            init.normal_(module.cls_token, std=std)
+            init.normal_(module.modality_type_embeds, std=std)
+        elif isinstance(module, MMFNetModel):
+            # projected embeddings are layer-normed (unit scale): the missing embedding lives on that scale
+            init.normal_(module.missing_embeds, std=1.0)
+        elif isinstance(module, MMFNetForClassification):
+            if module.logit_scale is not None:
+                init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+        else:
+            super()._init_weights(module)
+
+    @classmethod
+    def from_encoders_pretrained(
+        cls,
+        vision: str | os.PathLike | PreTrainedModel | PreTrainedConfig | None = None,
+        text: str | os.PathLike | PreTrainedModel | PreTrainedConfig | None = None,
+        audio: str | os.PathLike | PreTrainedModel | PreTrainedConfig | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        encoder_kwargs: dict[str, dict[str, Any]] | None = None,
+        **config_kwargs: Any,
+    ) -> "MMFNetPreTrainedModel":
+        r"""Build an MMFNet whose encoders start from pretrained checkpoints; fusion and head start fresh.
+
+        Each of `vision`, `text`, `audio` is a Hub id or local folder (loaded with `AutoModel.from_pretrained`, in
+        `dtype` — float32 by default, since half-precision backbones break mixed-precision training), an
+        already-built `PreTrainedModel`, a config (that encoder is built from scratch, e.g. an
+        [`MMFNetConvConfig`]), or `None` for no such modality. `encoder_kwargs[modality]` goes to that encoder's
+        `from_pretrained`; the other keyword arguments go to [`MMFNetConfig`] (`fusion_type`, `num_labels`, …).
+        """
+        encoder_kwargs = encoder_kwargs or {}
+        unknown = set(encoder_kwargs) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"`encoder_kwargs` keys must be modalities {MODALITIES}, got {sorted(unknown)}.")
+        encoders: dict[str, PreTrainedModel | None] = {}
+        sub_configs: dict[str, PreTrainedConfig | None] = {}
+        for modality, source in zip(MODALITIES, (vision, text, audio), strict=True):
+            encoder = None
+            if isinstance(source, PreTrainedModel):
+                encoder = source
+            elif isinstance(source, (str, os.PathLike)):
+                encoder = AutoModel.from_pretrained(source, dtype=dtype, **encoder_kwargs.get(modality, {}))
+                if getattr(encoder.config, "is_encoder_decoder", False):
+                    encoder = encoder.get_encoder()
+            elif source is not None and not isinstance(source, PreTrainedConfig):
+                raise TypeError(
+                    f"`{modality}` must be a Hub id or path, a PreTrainedModel, a PreTrainedConfig or None, "
+                    f"got {type(source).__name__}."
+                )
+            encoders[f"{modality}_model"] = encoder
+            sub_configs[f"{modality}_config"] = encoder.config if encoder is not None else source
+        config = MMFNetConfig(**sub_configs, **config_kwargs)
+        model = cls(config, **encoders)
+        return model.eval()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        # A saved head must also load as the base model through `AutoModel` with `trust_remote_code=True`.
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", f"{MMFNetModel.__module__.split('.')[-1]}.MMFNetModel")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class MMFNetModel(MMFNetPreTrainedModel):
+    r"""The fusion model without a head: encoders, pooling, projections, missing embeddings and fusion.
+
+    Args:
+        config ([`MMFNetConfig`]): which encoders and which fusion.
+        vision_model / text_model / audio_model (`PreTrainedModel`, *optional*): already-built encoders to use
+            instead of randomly initialised ones (see `from_encoders_pretrained`).
+    """
+
+    def __init__(
+        self,
+        config: MMFNetConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+        audio_model: PreTrainedModel | None = None,
+    ) -> None:
+        super().__init__(config)
+        given = {"vision": vision_model, "text": text_model, "audio": audio_model}
+        self._encoder_arguments: dict[str, frozenset[str]] = {}
+        for modality in MODALITIES:
+            sub_config = getattr(config, f"{modality}_config")
+            encoder = given[modality]
+            if sub_config is None:
+                if encoder is not None:
+                    raise ValueError(f"`{modality}_model` was given but `config.{modality}_config` is None.")
+                setattr(self, f"{modality}_model", None)
+                continue
+            if encoder is None:
+                encoder = build_encoder(sub_config)
+            else:
+                encoder.config = sub_config  # one config object, shared with the composite config
+            setattr(self, f"{modality}_model", encoder)
+            setattr(
+                self,
+                f"{modality}_pooler",
+                MMFNetPooler(getattr(config, f"{modality}_pooling"), encoder_hidden_size(sub_config), modality),
+            )
+            setattr(self, f"{modality}_projection", MMFNetProjection(encoder_hidden_size(sub_config), config))
+            self._encoder_arguments[modality] = frozenset(inspect.signature(encoder.forward).parameters)
+        self.missing_embeds = nn.Parameter(torch.empty(len(config.modalities), config.fusion_dim))
+        self.fusion = build_fusion(config)
+        self.post_init()
+        for modality in config.modalities:
+            if getattr(config, f"freeze_{modality}"):
+                getattr(self, f"{modality}_model").requires_grad_(False)
+
+    def get_input_embeddings(self) -> nn.Module | None:
+        return self.text_model.get_input_embeddings() if self.text_model is not None else None
+
+    def train(self, mode: bool = True) -> "MMFNetModel":
+        """Like `nn.Module.train`, but encoders frozen by the config stay in eval mode (no dropout noise)."""
+        super().train(mode)
+        for modality in self.config.modalities:
+            if getattr(self.config, f"freeze_{modality}"):
+                getattr(self, f"{modality}_model").eval()
+        return self
+
+    # ----------------------------------------------------------------------------------------------- input checks
+    def _gather_inputs(
+        self, raw: dict[str, torch.Tensor | None], embeds: dict[str, torch.Tensor | None]
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
+        """Group the forward arguments by modality, check them, and return them with the batch size."""
+        if raw["input_values"] is not None and raw["input_features"] is not None:
+            raise ValueError("Pass the audio as `input_values` or as `input_features`, not both.")
+        if raw["input_ids"] is None and raw["attention_mask"] is not None:
+            raise ValueError("`attention_mask` is the text mask and needs `input_ids`.")
+        audio_key = "input_features" if raw["input_features"] is not None else "input_values"
+        primary = {"vision": "pixel_values", "text": "input_ids", "audio": audio_key}
+        grouped: dict[str, dict[str, torch.Tensor]] = {}
+        batch_sizes: dict[str, int] = {}
+        for modality in MODALITIES:
+            name, embed_name = primary[modality], f"{modality}_embeds"
+            if raw[name] is None and embeds[modality] is None:
+                continue
+            if getattr(self.config, f"{modality}_config") is None:
+                given = name if raw[name] is not None else embed_name
+                raise ValueError(
+                    f"`{given}` was given but this MMFNet has no {modality} encoder "
+                    f"(config.{modality}_config is None; configured modalities: {self.config.modalities})."
+                )
+            if raw[name] is not None and embeds[modality] is not None:
+                raise ValueError(f"Pass either `{name}` or `{embed_name}` for the {modality} modality, not both.")
+            if embeds[modality] is not None:
+                tensor = embeds[modality]
+                width = getattr(self, f"{modality}_projection").dense.in_features
+                if tensor.dim() != 2 or tensor.shape[1] != width:
+                    raise ValueError(f"`{embed_name}` must have shape (batch, {width}), got {tuple(tensor.shape)}.")
+                grouped[modality] = {embed_name: tensor}
+                batch_sizes[embed_name] = tensor.shape[0]
+                continue
+            tensors = {key: raw[key] for key in ENCODER_INPUT_NAMES[modality] if raw.get(key) is not None}
+            self._check_ranks(modality, tensors)
+            grouped[modality] = tensors
+            batch_sizes.update({key: value.shape[0] for key, value in tensors.items()})
+        if not grouped:
+            raise ValueError(
+                "No modality was given: pass at least one of `pixel_values`, `input_ids`, `input_values` / "
+                "`input_features`, or precomputed `vision_embeds` / `text_embeds` / `audio_embeds` "
+                f"(configured modalities: {self.config.modalities})."
+            )
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(f"All inputs must share the batch size; got {batch_sizes}.")
+        return grouped, next(iter(batch_sizes.values()))
+
+    @staticmethod
+    def _check_ranks(modality: str, tensors: dict[str, torch.Tensor]) -> None:
+        expected = {
+            "pixel_values": ((4,), "(batch, channels, height, width)"),
+            "input_ids": ((2,), "(batch, sequence_length)"),
+            "attention_mask": ((2,), "(batch, sequence_length)"),
+            "token_type_ids": ((2,), "(batch, sequence_length)"),
+            "input_values": ((2, 3), "(batch, samples) or (batch, frames, features)"),
+            "input_features": ((3,), "(batch, features, frames)"),
+            "audio_attention_mask": ((2,), "(batch, samples_or_frames)"),
+        }
+        for name, tensor in tensors.items():
+            ranks, shape = expected[name]
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
+            if tensor.dim() not in ranks:
+                raise ValueError(f"`{name}` must have shape {shape}, got {tuple(tensor.shape)}.")
+        if "attention_mask" in tensors and tensors["attention_mask"].shape != tensors["input_ids"].shape:
+            raise ValueError(
+                f"`attention_mask` {tuple(tensors['attention_mask'].shape)} must match `input_ids` "
+                f"{tuple(tensors['input_ids'].shape)}."
+            )
+
+    def _presence_mask(
+        self,
+        grouped: dict[str, dict[str, torch.Tensor]],
+        modality_mask: torch.Tensor | None,
+        batch_size: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """`(B, M)` bool: which modality is present for which sample."""
+        given = torch.tensor([m in grouped for m in self.config.modalities], device=device)
+        if modality_mask is None:
+            return given.expand(batch_size, -1)
+        num_modalities = len(self.config.modalities)
+        if not isinstance(modality_mask, torch.Tensor) or modality_mask.shape != (batch_size, num_modalities):
+            shape = tuple(modality_mask.shape) if isinstance(modality_mask, torch.Tensor) else type(modality_mask)
+            raise ValueError(
+                f"`modality_mask` must be a tensor of shape (batch, {num_modalities}) = ({batch_size}, "
+                f"{num_modalities}) with columns {self.config.modalities}; got {shape}."
+            )
+        mask = modality_mask.to(device=device, dtype=torch.bool)
+        stray = mask & ~given
+        if stray.any():
+            names = [m for m, bad in zip(self.config.modalities, stray.any(0).tolist(), strict=True) if bad]
+            raise ValueError(f"`modality_mask` marks {names} present, but no input was given for it.")
+        empty = ~mask.any(1)
+        if empty.any():
+            rows = empty.nonzero().flatten().tolist()
+            raise ValueError(f"`modality_mask` rows {rows[:10]} have no modality present; every sample needs one.")
+        return mask
+
+    def _drop_modalities(self, mask: torch.Tensor) -> torch.Tensor:
+        """Modality dropout: hide each present modality with prob p, but always keep one (chosen at random)."""
+        kept = mask & (torch.rand(mask.shape, device=mask.device) >= self.config.modality_dropout)
+        survivor = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0).argmax(1, keepdim=True)
+        rescue = torch.zeros_like(mask).scatter_(1, survivor, True)
+        return torch.where(kept.any(1, keepdim=True), kept, rescue)
+
+    # -------------------------------------------------------------------------------------------------- encoding
+    def _encode(
+        self, modality: str, tensors: dict[str, torch.Tensor], output_hidden_states: bool | None
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
+        """Run one encoder and pool its tokens: `(B, H)` plus the raw encoder output."""
+        encoder = getattr(self, f"{modality}_model")
+        accepted = self._encoder_arguments[modality]
+        kwargs: dict[str, Any] = {}
+        mask = None
+        if modality == "audio":
+            mask = tensors.get("audio_attention_mask")
+            audio_key = "input_features" if "input_features" in tensors else "input_values"
+            kwargs[audio_key] = tensors[audio_key]
+        else:
+            kwargs.update({k: v for k, v in tensors.items() if k != "attention_mask"})
+            mask = tensors.get("attention_mask")
+        if mask is not None and "attention_mask" in accepted:
+            kwargs["attention_mask"] = mask
+        if "token_type_ids" in kwargs and "token_type_ids" not in accepted:
+            kwargs.pop("token_type_ids")
+        if output_hidden_states:
+            kwargs["output_hidden_states"] = True
+        trainable = any(p.requires_grad for p in encoder.parameters())
+        with contextlib.nullcontext() if trainable else torch.no_grad():
+            outputs = encoder(**kwargs, return_dict=True)
+        hidden_states = outputs.last_hidden_state
+        token_mask = self._token_mask(encoder, outputs, hidden_states, mask)
+        pooled = getattr(self, f"{modality}_pooler")(
+            hidden_states, token_mask, getattr(outputs, "pooler_output", None)
+        )
+        return pooled, outputs
+
+    @staticmethod
+    def _token_mask(
+        encoder: nn.Module, outputs: ModelOutput, hidden_states: torch.Tensor, input_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Which output tokens are real (not padding), for backbones that shorten or keep the input length."""
+        if getattr(outputs, "token_mask", None) is not None:
+            return outputs.token_mask
+        if input_mask is None or hidden_states.dim() != 3:
+            return None
+        length = hidden_states.shape[1]
+        if input_mask.shape[1] == length:
+            return input_mask.bool()
+        if hasattr(encoder, "_get_feature_vector_attention_mask"):  # wav2vec2-style conv feature encoders
+            return encoder._get_feature_vector_attention_mask(length, input_mask).bool()
+        lengths = torch.ceil(input_mask.sum(-1) * (length / input_mask.shape[1]))
+        return torch.arange(length, device=hidden_states.device) < lengths.unsqueeze(-1)
+
+    def get_modality_embeddings(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        input_values: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        modality_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        r"""Pooled encoder features per given modality, keyed `vision_embeds` / `text_embeds` / `audio_embeds`.
+
+        Feed them back as `forward(vision_embeds=…)` to skip the encoders: with frozen encoders, compute them
+        once (e.g. in `datasets.map`) and train only the fusion. Rows absent in `modality_mask` are zeros.
+        """
+        raw = {
+            "pixel_values": pixel_values,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "input_values": input_values,
+            "input_features": input_features,
+            "audio_attention_mask": audio_attention_mask,
+        }
+        grouped, batch_size = self._gather_inputs(raw, dict.fromkeys(MODALITIES))
+        device = next(iter(next(iter(grouped.values())).values())).device
+        mask = self._presence_mask(grouped, modality_mask, batch_size, device)
+        embeds = {}
+        for index, modality in enumerate(self.config.modalities):
+            if modality in grouped:
+                embeds[f"{modality}_embeds"] = self._encode_rows(modality, grouped[modality], mask[:, index], None)[0]
+        return embeds
+
+    def _encode_rows(
+        self,
+        modality: str,
+        tensors: dict[str, torch.Tensor],
+        present: torch.Tensor,
+        output_hidden_states: bool | None,
+        all_present: bool = False,
+    ) -> tuple[torch.Tensor | None, BaseModelOutput | None]:
+        """Encode only the rows where the modality is present; other rows of the `(B, H)` result are zeros."""
+        if all_present:
+            return self._encode(modality, tensors, output_hidden_states)
+        rows = present.nonzero().flatten()
+        if rows.numel() == 0:
+            return None, None
+        if rows.numel() == present.shape[0]:
+            return self._encode(modality, tensors, output_hidden_states)
+        pooled_rows, outputs = self._encode(
+            modality, {k: v.index_select(0, rows) for k, v in tensors.items()}, output_hidden_states
+        )
+        pooled = pooled_rows.new_zeros(present.shape[0], pooled_rows.shape[1]).index_copy(0, rows, pooled_rows)
+        return pooled, outputs
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        input_values: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        vision_embeds: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        modality_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> MMFNetModelOutput:
+        r"""
+        pixel_values (`(B, C, H, W)`): images for the vision encoder.
+        input_ids, attention_mask, token_type_ids (`(B, L)`): tokens for the text encoder.
+        input_values (`(B, S)` or `(B, T, F)`) or input_features (`(B, F, T)`): audio for the audio encoder,
+            with its own `audio_attention_mask`.
+        vision_embeds / text_embeds / audio_embeds (`(B, H_m)`): precomputed pooled encoder features (see
+            `get_modality_embeddings`); they replace the encoder's inputs.
+        modality_mask (`(B, M)` bool): which modality each sample has (columns: `config.modalities`); default:
+            every given modality is present for every sample. Absent rows are not encoded.
+        """
+        raw = {
+            "pixel_values": pixel_values,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "input_values": input_values,
+            "input_features": input_features,
+            "audio_attention_mask": audio_attention_mask,
+        }
+        embeds = {"vision": vision_embeds, "text": text_embeds, "audio": audio_embeds}
+        grouped, batch_size = self._gather_inputs(raw, embeds)
+        device = self.missing_embeds.device
+        mask = self._presence_mask(grouped, modality_mask, batch_size, device)
+        drop = self.training and self.config.modality_dropout > 0
+        if drop:
+            mask = self._drop_modalities(mask)
+        # without a user mask or dropout, every given modality is present for every row: no row selection (no sync)
+        all_present = modality_mask is None and not drop
+
+        projected, encoder_outputs = [], {}
+        for index, modality in enumerate(self.config.modalities):  # one distinct encoder per modality (M ≤ 3)
+            pooled = None
+            if modality in grouped:
+                tensors = grouped[modality]
+                if f"{modality}_embeds" in tensors:
+                    pooled = tensors[f"{modality}_embeds"].to(self.missing_embeds.dtype)
+                else:
+                    pooled, encoder_outputs[modality] = self._encode_rows(
+                        modality, tensors, mask[:, index], output_hidden_states, all_present
+                    )
+            if pooled is None:
+                projected.append(self.missing_embeds[index].expand(batch_size, -1))
+                continue
+            embedding = getattr(self, f"{modality}_projection")(pooled)
+            projected.append(torch.where(mask[:, index, None], embedding, self.missing_embeds[index]))
+        modality_embeds = torch.stack(projected, dim=1)
+        return MMFNetModelOutput(
+            fused_embeds=self.fusion(modality_embeds, mask),
+            modality_embeds=modality_embeds,
+            modality_mask=mask,
+            vision_model_output=encoder_outputs.get("vision"),
+            text_model_output=encoder_outputs.get("text"),
+            audio_model_output=encoder_outputs.get("audio"),
+        )
+
+
+class MMFNetForClassification(MMFNetPreTrainedModel):
+    r"""MMFNet with a linear head on the fused embedding: single-label or multi-label classification, or
+    regression, chosen by `config.problem_type` (inferred from `num_labels` and the labels' dtype when unset, as
+    in `*ForSequenceClassification`).
+
+    `loss = task + aux_unimodal_weight · mean_{present m} task(head_m(x_m)) + contrastive_weight · L_clip`, where
+    `L_clip` is the symmetric InfoNCE between each pair of modalities over the samples that have both, with
+    scale `min(exp(logit_scale), 100)`.
+    """
+
+    def __init__(
+        self,
+        config: MMFNetConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+        audio_model: PreTrainedModel | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.mmfnet = MMFNetModel(config, vision_model, text_model, audio_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.fusion_dim, config.num_labels)
+        num_modalities = len(config.modalities)
+        self.unimodal_classifier = (
+            MMFNetModalityLinear(num_modalities, config.fusion_dim, config.num_labels)
+            if config.aux_unimodal_weight > 0
+            else None
+        )
+        self.logit_scale = nn.Parameter(torch.empty(())) if config.contrastive_weight > 0 else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module | None:
+        return self.mmfnet.get_input_embeddings()
+
+    def get_modality_embeddings(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """See [`MMFNetModel.get_modality_embeddings`]."""
+        return self.mmfnet.get_modality_embeddings(**inputs)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        input_values: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        vision_embeds: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        audio_embeds: torch.Tensor | None = None,
+        modality_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> MMFNetClassifierOutput:
+        r"""
+        Inputs as in [`MMFNetModel.forward`].
+        labels (`(B,)` int in `[0, num_labels)` for single-label, `(B, num_labels)` float for multi-label, `(B,)`
+            or `(B, num_labels)` float for regression): the targets; `-100` marks single-label rows to ignore.
+        """
+        outputs = self.mmfnet(
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            input_values=input_values,
+            input_features=input_features,
+            audio_attention_mask=audio_attention_mask,
+            vision_embeds=vision_embeds,
+            text_embeds=text_embeds,
+            audio_embeds=audio_embeds,
+            modality_mask=modality_mask,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(outputs.fused_embeds))
+        unimodal_logits = self.unimodal_classifier(outputs.modality_embeds) if self.unimodal_classifier else None
+
+        loss = None
+        if labels is not None:
+            problem_type = self._problem_type(labels)
+            labels = self._check_labels(labels, problem_type, logits.shape[0])
+            loss = self._per_sample_loss(logits, labels, problem_type).mean()
+            if unimodal_logits is not None:
+                num_modalities = unimodal_logits.shape[1]
+                per_modality = self._per_sample_loss(
+                    unimodal_logits.flatten(0, 1), labels.repeat_interleave(num_modalities, 0), problem_type
+                ).view(-1, num_modalities)
+                weights = outputs.modality_mask.to(per_modality.dtype)
+                aux = (per_modality * weights).sum() / weights.sum().clamp(min=1.0)
+                loss = loss + self.config.aux_unimodal_weight * aux
+            if self.logit_scale is not None:
+                contrastive = self._contrastive_loss(outputs.modality_embeds, outputs.modality_mask)
+                loss = loss + self.config.contrastive_weight * contrastive
+
+        return MMFNetClassifierOutput(
+            loss=loss,
+            logits=logits,
+            fused_embeds=outputs.fused_embeds,
+            modality_embeds=outputs.modality_embeds,
+            modality_mask=outputs.modality_mask,
+            unimodal_logits=unimodal_logits,
+        )
+
+    def _problem_type(self, labels: torch.Tensor) -> str:
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        return self.config.problem_type
+
+    def _check_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"`labels` must be a torch.Tensor, got {type(labels).__name__}.")
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"`labels` has batch size {labels.shape[0]} but the inputs have {batch_size}.")
+        if problem_type == "single_label_classification":
+            if labels.dim() != 1 or labels.is_floating_point():
+                raise ValueError(
+                    f"single-label classification expects integer `labels` of shape (batch,), got "
+                    f"{labels.dtype} {tuple(labels.shape)}."
+                )
+            bad = ((labels < 0) | (labels >= self.num_labels)) & (labels != -100)
+            if bad.any():
+                raise ValueError(
+                    f"`labels` must be in [0, {self.num_labels}) (num_labels) or -100; got {labels[bad][:5].tolist()}."
+                )
+            return labels.long()
+        if problem_type == "multi_label_classification":
+            if labels.shape != (batch_size, self.num_labels):
+                raise ValueError(
+                    f"multi-label classification expects `labels` of shape (batch, num_labels) = "
+                    f"({batch_size}, {self.num_labels}), got {tuple(labels.shape)}."
+                )
+            return labels.float()
+        if labels.shape not in ((batch_size,), (batch_size, self.num_labels)):
+            raise ValueError(
+                f"regression expects `labels` of shape (batch,) or (batch, num_labels) = ({batch_size}, "
+                f"{self.num_labels}), got {tuple(labels.shape)}."
+            )
+        return labels.float().view(batch_size, self.num_labels)
+
+    def _per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
+        """Loss per sample `(B,)`; ignored single-label rows (-100) count 0 and are excluded from the mean scale."""
+        if problem_type == "single_label_classification":
+            losses = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="none")
+            valid = (labels != -100).to(losses.dtype)
+            return losses * (valid.numel() / valid.sum().clamp(min=1.0))
+        if problem_type == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(-1)
+        return F.mse_loss(logits.float(), labels, reduction="none").mean(-1)
+
+    def _contrastive_loss(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE over each modality pair, restricted to samples that have both (no host sync)."""
+        scale = self.logit_scale.exp().clamp(max=100.0)
+        normed = F.normalize(embeds.float(), dim=-1)
+        targets = torch.arange(embeds.shape[0], device=embeds.device)
+        losses = []
+        num_modalities = embeds.shape[1]
+        for i in range(num_modalities):
+            for j in range(i + 1, num_modalities):
+                both = mask[:, i] & mask[:, j]
+                similarity = scale * normed[:, i] @ normed[:, j].T
+                per_row = F.cross_entropy(
+                    similarity.masked_fill(~both.unsqueeze(0), -1e4), targets, reduction="none"
+                ) + F.cross_entropy(similarity.T.masked_fill(~both.unsqueeze(0), -1e4), targets, reduction="none")
+                weights = both.to(per_row.dtype)
+                losses.append((per_row * weights).sum() / (2 * weights.sum().clamp(min=1.0)))
+        return torch.stack(losses).mean() if losses else embeds.new_zeros(())
+
+
+__all__ = [
+    "MMFNetClassifierOutput",
+    "MMFNetForClassification",
+    "MMFNetModel",
+    "MMFNetModelOutput",
+    "MMFNetPreTrainedModel",
+]

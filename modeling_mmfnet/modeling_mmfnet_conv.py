@@ -1,0 +1,129 @@
+"""MMFNetConvModel: the seed design's small convolutional feature extractor, as a registered HF backbone."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .configuration_mmfnet import MMFNetConvConfig
+
+
+@dataclass
+class MMFNetConvModelOutput(BaseModelOutputWithPooling):
+    r"""
+    token_mask (`torch.BoolTensor` of shape `(batch_size, num_tokens)`, *optional*):
+        Which tokens of `last_hidden_state` cover at least one valid frame (when an `attention_mask` was given).
+    """
+
+    token_mask: torch.BoolTensor | None = None
+
+
+class MMFNetConvBlock(GradientCheckpointingLayer):
+    r"""`y = maxpool_2(GELU(GroupNorm(conv_{k×k}(x))))`; GroupNorm keeps it independent of the batch."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.norm = nn.GroupNorm(num_groups=min(8, out_channels), num_channels=out_channels)
+        self.activation = nn.GELU()
+        self.pool = nn.MaxPool2d(kernel_size=2, ceil_mode=True)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.activation(self.norm(self.conv(hidden_states))))
+
+
+class MMFNetConvPreTrainedModel(PreTrainedModel):
+    config: MMFNetConvConfig
+    base_model_prefix = "mmfnet_conv"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "audio")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MMFNetConvBlock"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class MMFNetConvModel(MMFNetConvPreTrainedModel):
+    r"""A stack of [`MMFNetConvBlock`]s that returns its feature map as tokens, like any HF encoder.
+
+    Inputs are images `pixel_values` `(B, C, H, W)` or spectrograms `input_features` `(B, n_mels, T)` (read as a
+    one-channel image, with an optional frame mask `attention_mask` `(B, T)`). The output `last_hidden_state` has
+    shape `(B, H'·W', hidden_sizes[-1])` with `H' = ⌈H / 2^L⌉`; `pooler_output` is its (mask-aware) mean.
+    """
+
+    def __init__(self, config: MMFNetConvConfig) -> None:
+        super().__init__(config)
+        channels = [config.num_channels, *config.hidden_sizes]
+        self.blocks = nn.ModuleList(
+            MMFNetConvBlock(c_in, c_out, config.kernel_size)
+            for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> MMFNetConvModelOutput:
+        if (pixel_values is None) == (input_features is None):
+            raise ValueError("MMFNetConvModel takes exactly one of `pixel_values` (B, C, H, W) or `input_features`.")
+        if pixel_values is not None:
+            if pixel_values.dim() != 4 or pixel_values.shape[1] != self.config.num_channels:
+                raise ValueError(
+                    f"`pixel_values` must have shape (batch, {self.config.num_channels}, height, width), "
+                    f"got {tuple(pixel_values.shape)}."
+                )
+            hidden_states = pixel_values
+        else:
+            if input_features.dim() != 3 or self.config.num_channels != 1:
+                raise ValueError(
+                    "`input_features` must have shape (batch, n_mels, frames) for a one-channel MMFNetConvModel, "
+                    f"got {tuple(input_features.shape)} with num_channels={self.config.num_channels}."
+                )
+            hidden_states = input_features.unsqueeze(1)
+        hidden_states = hidden_states.to(self.blocks[0].conv.weight.dtype)
+
+        token_mask = None
+        if attention_mask is not None and input_features is not None:
+            # a frame is valid after pooling if any frame it covers was valid
+            token_mask = (
+                attention_mask[:, None, None, :].to(hidden_states.dtype).expand(-1, 1, *hidden_states.shape[2:])
+            )
+
+        all_hidden_states = () if output_hidden_states else None
+        for block in self.blocks:
+            hidden_states = block(hidden_states)
+            if token_mask is not None:
+                token_mask = block.pool(token_mask)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states.flatten(2).transpose(1, 2),)
+
+        last_hidden_state = self.dropout(hidden_states.flatten(2).transpose(1, 2))  # (B, H'·W', C)
+        if token_mask is None:
+            pooled = last_hidden_state.mean(dim=1)
+        else:
+            token_mask = token_mask.flatten(1) > 0
+            weights = token_mask.unsqueeze(-1).to(last_hidden_state.dtype)
+            pooled = (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return MMFNetConvModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            hidden_states=all_hidden_states,
+            token_mask=token_mask,
+        )
+
+
+__all__ = ["MMFNetConvModel", "MMFNetConvModelOutput", "MMFNetConvPreTrainedModel"]
