@@ -136,21 +136,30 @@ class MMFNetConfig(PreTrainedConfig):
             pooling = getattr(self, f"{modality}_pooling")
             if pooling not in POOLING_TYPES:
                 raise ValueError(f"`{modality}_pooling` must be one of {POOLING_TYPES}, got {pooling!r}.")
-        for name in ("fusion_dim", "fusion_hidden_dim", "fusion_layers", "fusion_heads", "tensor_fusion_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.low_rank_rank < 1:
-            raise ValueError(f"`low_rank_rank` must be >= 1, got {self.low_rank_rank}.")
+        for name in (
+            "fusion_dim",
+            "fusion_hidden_dim",
+            "fusion_layers",
+            "fusion_heads",
+            "tensor_fusion_dim",
+            "low_rank_rank",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
         if self.fusion_type == "transformer" and self.fusion_dim % self.fusion_heads:
             raise ValueError(
                 f"`fusion_dim` ({self.fusion_dim}) must be divisible by `fusion_heads` ({self.fusion_heads})."
             )
-        for name in ("dropout", "modality_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        for name in ("contrastive_weight", "aux_unimodal_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        for name, low, high in (
+            ("dropout", 0.0, 1.0),
+            ("modality_dropout", 0.0, 1.0),
+            ("contrastive_weight", 0.0, float("inf")),
+            ("aux_unimodal_weight", 0.0, float("inf")),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < high:
+                raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
         super().__post_init__(**kwargs)
 
     @property

@@ -11,6 +11,7 @@ Precomputed pooled features (`vision_embeds=`, …) skip the encoder, which is h
 """
 
 import contextlib
+import copy
 import inspect
 import math
 import os
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
@@ -240,10 +242,21 @@ class MMFNetPreTrainedModel(PreTrainedModel):
                     f"got {type(source).__name__}."
                 )
             encoders[f"{modality}_model"] = encoder
-            sub_configs[f"{modality}_config"] = encoder.config if encoder is not None else source
+            # a copy: building MMFNetConfig resets its sub-configs' attention implementation
+            sub_configs[f"{modality}_config"] = copy.deepcopy(encoder.config) if encoder is not None else source
         config = MMFNetConfig(**sub_configs, **config_kwargs)
         model = cls(config, **encoders)
         return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"Cannot read the weights of {str(pretrained_model_name_or_path)!r}: a safetensors file is corrupt or "
+                f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
+            ) from error
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         # A saved head must also load as the base model through `AutoModel` with `trust_remote_code=True`.
@@ -262,6 +275,9 @@ class MMFNetModel(MMFNetPreTrainedModel):
         vision_model / text_model / audio_model (`PreTrainedModel`, *optional*): already-built encoders to use
             instead of randomly initialised ones (see `from_encoders_pretrained`).
     """
+
+    # a head checkpoint loads as the base model: its head weights are expected leftovers
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^unimodal_classifier\.", r"^logit_scale$"]
 
     def __init__(
         self,
@@ -283,8 +299,9 @@ class MMFNetModel(MMFNetPreTrainedModel):
                 continue
             if encoder is None:
                 encoder = build_encoder(sub_config)
-            else:
-                encoder.config = sub_config  # one config object, shared with the composite config
+            else:  # share one config object with the composite config, keeping the encoder's attention kernel
+                sub_config._attn_implementation = encoder.config._attn_implementation
+                encoder.config = sub_config
             setattr(self, f"{modality}_model", encoder)
             setattr(
                 self,
