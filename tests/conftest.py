@@ -23,7 +23,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-WORDS = "zero one two three four five six seven eight nine to too for won ate oh ten hello world".split()
+WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "to",
+    "too",
+    "for",
+    "won",
+    "ate",
+    "oh",
+    "ten",
+    "hello",
+    "world",
+]
 
 
 def tiny_vit() -> ViTConfig:

@@ -38,7 +38,7 @@ def saved(tmp_path_factory):
 def test_saved_folder_carries_code_and_auto_map(saved):
     folder, *_ = saved
     files = {p.name for p in folder.iterdir()}
-    assert CODE_FILES <= files and "model.safetensors" in files and "config.json" in files
+    assert files >= CODE_FILES and "model.safetensors" in files and "config.json" in files
     assert not any(name.endswith(".bin") for name in files)
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "mmfnet" and config["audio_config"]["model_type"] == "mmfnet_conv"
