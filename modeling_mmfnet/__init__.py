@@ -4,8 +4,9 @@ Importing the package registers its classes with the transformers Auto classes a
 `register_for_auto_class`, so a saved checkpoint carries the code to load it anywhere with `trust_remote_code=True`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoProcessor
 
+from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings
 from .configuration_mmfnet import FUSION_TYPES, MODALITIES, POOLING_TYPES, MMFNetConfig, MMFNetConvConfig
 from .modeling_mmfnet import (
     MMFNetClassifierOutput,
@@ -15,18 +16,21 @@ from .modeling_mmfnet import (
     MMFNetPreTrainedModel,
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
+from .processing_mmfnet import MMFNetDataCollator, MMFNetProcessor, conv_image_processor, conv_spectrogram_extractor
 
 AutoConfig.register(MMFNetConfig.model_type, MMFNetConfig, exist_ok=True)
 AutoConfig.register(MMFNetConvConfig.model_type, MMFNetConvConfig, exist_ok=True)
 AutoModel.register(MMFNetConfig, MMFNetModel, exist_ok=True)
 AutoModel.register(MMFNetConvConfig, MMFNetConvModel, exist_ok=True)
 AutoModelForSequenceClassification.register(MMFNetConfig, MMFNetForClassification, exist_ok=True)
+AutoProcessor.register(MMFNetConfig, MMFNetProcessor, exist_ok=True)
 
 MMFNetConfig.register_for_auto_class()
 MMFNetConvConfig.register_for_auto_class()
 MMFNetModel.register_for_auto_class("AutoModel")
 MMFNetConvModel.register_for_auto_class("AutoModel")
 MMFNetForClassification.register_for_auto_class("AutoModelForSequenceClassification")
+MMFNetProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "FUSION_TYPES",
@@ -36,8 +40,14 @@ __all__ = [
     "MMFNetConfig",
     "MMFNetConvConfig",
     "MMFNetConvModel",
+    "MMFNetDataCollator",
+    "MMFNetEmbeddingCollator",
     "MMFNetForClassification",
     "MMFNetModel",
     "MMFNetModelOutput",
     "MMFNetPreTrainedModel",
+    "MMFNetProcessor",
+    "cache_modality_embeddings",
+    "conv_image_processor",
+    "conv_spectrogram_extractor",
 ]

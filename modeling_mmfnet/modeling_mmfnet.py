@@ -159,6 +159,10 @@ class MMFNetProjection(nn.Module):
         return self.dropout(self.layer_norm(self.dense(pooled)))
 
 
+class MMFNetMissingEmbedding(nn.Embedding):
+    """Row `m` is the learned embedding that stands in for modality `m` wherever it is absent."""
+
+
 class MMFNetPreTrainedModel(PreTrainedModel):
     config: MMFNetConfig
     base_model_prefix = "mmfnet"
@@ -194,9 +198,9 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MMFNetTransformerFusion):
             init.normal_(module.cls_token, std=std)
             init.normal_(module.modality_type_embeds, std=std)
-        elif isinstance(module, MMFNetModel):
+        elif isinstance(module, MMFNetMissingEmbedding):
             # projected embeddings are layer-normed (unit scale): the missing embedding lives on that scale
-            init.normal_(module.missing_embeds, std=1.0)
+            init.normal_(module.weight, std=1.0)
         elif isinstance(module, MMFNetForClassification):
             if module.logit_scale is not None:
                 init.constant_(module.logit_scale, self.config.logit_scale_init_value)
@@ -310,7 +314,7 @@ class MMFNetModel(MMFNetPreTrainedModel):
             )
             setattr(self, f"{modality}_projection", MMFNetProjection(encoder_hidden_size(sub_config), config))
             self._encoder_arguments[modality] = frozenset(inspect.signature(encoder.forward).parameters)
-        self.missing_embeds = nn.Parameter(torch.empty(len(config.modalities), config.fusion_dim))
+        self.missing_embeddings = MMFNetMissingEmbedding(len(config.modalities), config.fusion_dim)
         self.fusion = build_fusion(config)
         self.post_init()
         for modality in config.modalities:
@@ -575,7 +579,8 @@ class MMFNetModel(MMFNetPreTrainedModel):
         }
         embeds = {"vision": vision_embeds, "text": text_embeds, "audio": audio_embeds}
         grouped, batch_size = self._gather_inputs(raw, embeds)
-        device = self.missing_embeds.device
+        missing = self.missing_embeddings.weight  # (M, d): row m stands in for modality m where it is absent
+        device = missing.device
         mask = self._presence_mask(grouped, modality_mask, batch_size, device)
         drop = self.training and self.config.modality_dropout > 0
         if drop:
@@ -589,16 +594,16 @@ class MMFNetModel(MMFNetPreTrainedModel):
             if modality in grouped:
                 tensors = grouped[modality]
                 if f"{modality}_embeds" in tensors:
-                    pooled = tensors[f"{modality}_embeds"].to(self.missing_embeds.dtype)
+                    pooled = tensors[f"{modality}_embeds"].to(missing.dtype)
                 else:
                     pooled, encoder_outputs[modality] = self._encode_rows(
                         modality, tensors, mask[:, index], output_hidden_states, all_present
                     )
             if pooled is None:
-                projected.append(self.missing_embeds[index].expand(batch_size, -1))
+                projected.append(missing[index].expand(batch_size, -1))
                 continue
             embedding = getattr(self, f"{modality}_projection")(pooled)
-            projected.append(torch.where(mask[:, index, None], embedding, self.missing_embeds[index]))
+            projected.append(torch.where(mask[:, index, None], embedding, missing[index]))
         modality_embeds = torch.stack(projected, dim=1)
         return MMFNetModelOutput(
             fused_embeds=self.fusion(modality_embeds, mask),

@@ -133,7 +133,7 @@ def write_tokenizer(folder: Path) -> BertTokenizerFast:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(folder)
     return tokenizer
 
@@ -221,3 +221,47 @@ def clean_env(hf_home: Path) -> dict[str, str]:
     }
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")
     return env
+
+
+def make_tiny_dataset(folder: Path, sizes: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """A learnable multimodal toy `DatasetDict` (PIL image, text, waveform; some entries None) saved to disk.
+
+    The label is a digit 0–3 shown by all three modalities: a bright image quadrant, a number word, a tone pitch.
+    """
+    import numpy as np
+    from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Image, Sequence, Value  # noqa: F401
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    words = ["zero", "one", "two", "three"]
+    features = Features(
+        {
+            "image": Image(),
+            "text": Value("string"),
+            "audio": Sequence(Value("float32")),
+            "sampling_rate": Value("int32"),
+            "label": ClassLabel(names=words),
+        }
+    )
+    splits = {}
+    for split, size in (sizes or {"train": 32, "validation": 8, "test": 8}).items():
+        rows = {name: [] for name in features}
+        for i in range(size):
+            label = int(rng.integers(0, 4))
+            pixels = rng.integers(0, 40, (8, 8)).astype("uint8")
+            pixels[(label // 2) * 4 : (label // 2) * 4 + 4, (label % 2) * 4 : (label % 2) * 4 + 4] = 220
+            t = np.arange(4000) / 8000
+            tone = (np.sin(2 * np.pi * (300 + 200 * label) * t) + 0.1 * rng.standard_normal(4000)).astype("float32")
+            rows["image"].append(PILImage.fromarray(pixels, "L") if i % 5 != 1 else None)
+            rows["text"].append(words[label] if i % 5 != 2 else None)
+            rows["audio"].append(tone if i % 5 != 3 else None)
+            rows["sampling_rate"].append(8000)
+            rows["label"].append(label)
+        splits[split] = Dataset.from_dict(rows, features=features)
+    DatasetDict(splits).save_to_disk(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")

@@ -168,7 +168,7 @@ def test_gradients_reach_every_trainable_parameter(fusion_type):
     assert not missing, missing
     zero = [n for n, p in model.named_parameters() if p.grad is not None and not torch.any(p.grad != 0)]
     # mask-aware fusions ignore absent modalities outright, so the missing embedding gets exactly zero gradient
-    assert zero == ([] if fusion_type in ("concat", "gated") else ["mmfnet.missing_embeds"]), zero
+    assert zero == ([] if fusion_type in ("concat", "gated") else ["mmfnet.missing_embeddings.weight"]), zero
 
 
 def test_frozen_encoders_get_no_gradients_and_stay_in_eval():
@@ -222,13 +222,13 @@ def test_training_learns_a_toy_task(fusion_type):
     labels = (a + b) % 2
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(60):
+    for _ in range(120):
         loss = model(pixel_values=images, input_features=spectra, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.25 * losses[0], losses[::10]
+    assert losses[-1] < 0.25 * losses[0], losses[::20]
     accuracy = (model.eval()(pixel_values=images, input_features=spectra).logits.argmax(-1) == labels).float().mean()
     assert accuracy > 0.95
 
@@ -297,7 +297,7 @@ def test_new_parameters_are_initialised_when_built_from_encoders(encoder_dirs):
             continue
         assert torch.isfinite(param).all(), name
         assert param.abs().max() < 10, (name, param.abs().max())
-    assert model.mmfnet.missing_embeds.std() > 0.5
+    assert model.mmfnet.missing_embeddings.weight.std() > 0.5
     assert math.isclose(model.logit_scale.item(), 2.6592, rel_tol=1e-5)
 
 

@@ -1,0 +1,331 @@
+"""MMFNetProcessor: one processor over the encoders' own processors, with per-sample missing modalities.
+
+`processor(images=[img, None], text=["seven", "two"], audio=[wave, wave], sampling_rate=8000)` returns the model's
+named inputs (`pixel_values`, `input_ids`, `attention_mask`, `input_values` or `input_features`,
+`audio_attention_mask`) plus `modality_mask` `(B, M)`. A `None` entry marks that modality missing for that sample:
+its row is filled with padding, marked absent in `modality_mask`, and the model neither encodes nor reads it.
+"""
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoFeatureExtractor,
+    AutoImageProcessor,
+    AutoTokenizer,
+    BatchFeature,
+    ProcessorMixin,
+    WhisperFeatureExtractor,
+)
+
+try:  # the PIL backend needs no torchvision
+    from transformers import ViTImageProcessorPil as _ConvImageProcessor
+except ImportError:  # pragma: no cover - older transformers
+    from transformers import ViTImageProcessor as _ConvImageProcessor
+
+PARTS: dict[str, str] = {"vision": "image_processor", "text": "tokenizer", "audio": "feature_extractor"}
+"""The processor part serving each modality, in the canonical modality order."""
+
+
+def conv_image_processor(size: int = 8, num_channels: int = 1) -> _ConvImageProcessor:
+    """Image processor for the seed CNN: resize to `size`×`size`, scale to [0, 1], normalise to [-1, 1]."""
+    return _ConvImageProcessor(
+        size={"height": size, "width": size},
+        image_mean=[0.5] * num_channels,
+        image_std=[0.5] * num_channels,
+        do_convert_rgb=num_channels == 3,
+    )
+
+
+def conv_spectrogram_extractor(
+    sampling_rate: int = 8000, num_mel_bins: int = 40, max_seconds: int = 1
+) -> WhisperFeatureExtractor:
+    """Log-mel spectrograms `(n_mels, frames)` of short clips for the seed CNN (10 ms hop, padded to `max_seconds`)."""
+    hop_length = sampling_rate // 100
+    return WhisperFeatureExtractor(
+        feature_size=num_mel_bins,
+        sampling_rate=sampling_rate,
+        hop_length=hop_length,
+        chunk_length=max_seconds,
+        n_fft=int(2 ** np.ceil(np.log2(4 * hop_length))),
+        return_attention_mask=True,
+    )
+
+
+class _PresentParts:
+    """`get_attributes`: every part on the class (what can be loaded), only the parts it has on an instance."""
+
+    def __get__(self, instance: "MMFNetProcessor | None", owner: type) -> Any:
+        names = list(PARTS.values())
+        if instance is None:
+            return lambda: names
+        return lambda: [name for name in names if getattr(instance, name, None) is not None]
+
+
+class MMFNetProcessor(ProcessorMixin):
+    r"""Bundles an image processor, a tokenizer and an audio feature extractor, each optional.
+
+    Args:
+        image_processor: for the vision encoder (e.g. `AutoImageProcessor.from_pretrained(vit)` or
+            [`conv_image_processor`]).
+        tokenizer: for the text encoder.
+        feature_extractor: for the audio encoder (Wav2Vec2-like → `input_values`, Whisper/AST-like →
+            `input_features`; or [`conv_spectrogram_extractor`]).
+        present_parts: set on save so a load knows which parts exist; computed, not to be passed by hand.
+    """
+
+    get_attributes = _PresentParts()
+
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        feature_extractor: Any = None,
+        present_parts: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # ProcessorMixin.__init__ insists on every part; set the ones given ourselves, with its class checks.
+        self.chat_template = kwargs.pop("chat_template", None)
+        parts = {"image_processor": image_processor, "tokenizer": tokenizer, "feature_extractor": feature_extractor}
+        if all(part is None for part in parts.values()):
+            raise ValueError(
+                "MMFNetProcessor needs at least one of `image_processor`, `tokenizer`, `feature_extractor`."
+            )
+        for name, part in parts.items():
+            if part is not None:
+                self.check_argument_for_proper_class(name, part)
+            setattr(self, name, part)
+        self.present_parts = [name for name, part in parts.items() if part is not None]
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this processor serves, in the canonical order: the columns of `modality_mask`."""
+        return tuple(m for m, part in PARTS.items() if getattr(self, part) is not None)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        names = []
+        if self.image_processor is not None:
+            names.append("pixel_values")
+        if self.tokenizer is not None:
+            names += [n for n in self.tokenizer.model_input_names if n in ("input_ids", "attention_mask")]
+        if self.feature_extractor is not None:
+            names += [self.feature_extractor.model_input_names[0], "audio_attention_mask"]
+        return [*names, "modality_mask"]
+
+    @classmethod
+    def from_encoders_pretrained(
+        cls,
+        vision: str | os.PathLike | Any | None = None,
+        text: str | os.PathLike | Any | None = None,
+        audio: str | os.PathLike | Any | None = None,
+        **kwargs: Any,
+    ) -> "MMFNetProcessor":
+        """Build from each encoder's own processor: a Hub id / folder (Auto*.from_pretrained), an object, or None."""
+        loaders = {"vision": AutoImageProcessor, "text": AutoTokenizer, "audio": AutoFeatureExtractor}
+        parts = {}
+        for modality, source in (("vision", vision), ("text", text), ("audio", audio)):
+            if isinstance(source, (str, os.PathLike)):
+                source = loaders[modality].from_pretrained(source, **kwargs)
+            parts[PARTS[modality]] = source
+        return cls(**parts)
+
+    @classmethod
+    def _get_arguments_from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, processor_dict: dict | None = None, **kwargs: Any
+    ) -> list[Any]:
+        """Load only the parts that were saved (`present_parts`), in `__init__` order."""
+        present = (processor_dict or {}).get("present_parts", list(PARTS.values()))
+        subfolder = kwargs.pop("subfolder", "")
+        loaders = {"image_processor": AutoImageProcessor, "feature_extractor": AutoFeatureExtractor}
+        args = []
+        for name in PARTS.values():
+            if name not in present:
+                args.append(None)
+            elif name == "tokenizer":
+                args.append(
+                    cls._load_tokenizer_from_pretrained(name, pretrained_model_name_or_path, subfolder, **kwargs)
+                )
+            else:
+                args.append(
+                    loaders[name].from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+                )
+        return args
+
+    def __call__(
+        self,
+        images: Sequence[Any] | Any | None = None,
+        text: Sequence[str | None] | str | None = None,
+        audio: Sequence[Any] | Any | None = None,
+        sampling_rate: int | None = None,
+        return_tensors: str = "pt",
+        text_kwargs: dict[str, Any] | None = None,
+        images_kwargs: dict[str, Any] | None = None,
+        audio_kwargs: dict[str, Any] | None = None,
+    ) -> BatchFeature:
+        r"""Process a batch; `None` entries (or a `None` modality) mark missing modalities.
+
+        Returns a [`BatchFeature`] with the model inputs of every modality given, and `modality_mask` `(B, M)`
+        whose columns are `self.modalities`.
+        """
+        given = {"vision": images, "text": text, "audio": audio}
+        for modality, value in given.items():
+            if value is not None and getattr(self, PARTS[modality]) is None:
+                raise ValueError(
+                    f"`{ {'vision': 'images', 'text': 'text', 'audio': 'audio'}[modality] }` was given but this "
+                    f"processor has no {PARTS[modality]} (modalities: {self.modalities})."
+                )
+        batches = {m: self._as_batch(m, v) for m, v in given.items() if v is not None}
+        if not batches:
+            raise ValueError("Pass at least one of `images`, `text`, `audio`.")
+        sizes = {m: len(v) for m, v in batches.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"`images`, `text` and `audio` must have the same batch size (one entry per sample, None "
+                             f"for missing); got {sizes}.")  # fmt: skip
+        batch_size = next(iter(sizes.values()))
+        data: dict[str, Any] = {}
+        mask = torch.zeros(batch_size, len(self.modalities), dtype=torch.bool)
+        for column, modality in enumerate(self.modalities):
+            if modality not in batches:
+                continue
+            rows = [i for i, item in enumerate(batches[modality]) if item is not None]
+            mask[rows, column] = True
+            if not rows:
+                continue
+            present = [batches[modality][i] for i in rows]
+            if modality == "vision":
+                modes = {image.mode for image in present if hasattr(image, "mode")}
+                if len(modes) > 1:
+                    raise ValueError(
+                        f"`images` mixes PIL modes {sorted(modes)}; convert them to one mode first "
+                        "(e.g. `image.convert('L')` or `image.convert('RGB')`)."
+                    )
+                features = self.image_processor(present, return_tensors="pt", **(images_kwargs or {}))
+                data["pixel_values"] = _scatter(features["pixel_values"], rows, batch_size)
+            elif modality == "text":
+                options = {"padding": True, "truncation": True, **(text_kwargs or {})}
+                features = self.tokenizer(present, return_tensors="pt", **options)
+                pad_id = self.tokenizer.pad_token_id or 0
+                for key in ("input_ids", "attention_mask", "token_type_ids"):
+                    if key in features:
+                        data[key] = _scatter(features[key], rows, batch_size, fill=pad_id if key == "input_ids" else 0)
+            else:
+                data.update(self._process_audio(present, rows, batch_size, sampling_rate, audio_kwargs or {}))
+        data["modality_mask"] = mask
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @staticmethod
+    def _as_batch(modality: str, value: Any) -> list[Any]:
+        if modality == "text":
+            return [value] if isinstance(value, str) else list(value)
+        if modality == "audio":
+            is_single = isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 1
+            return [value] if is_single else list(value)
+        return list(value) if isinstance(value, list | tuple) else [value]
+
+    def _process_audio(
+        self, clips: list[Any], rows: list[int], batch_size: int, sampling_rate: int | None, options: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        extractor = self.feature_extractor
+        if sampling_rate is not None and sampling_rate != extractor.sampling_rate:
+            raise ValueError(
+                f"`sampling_rate` is {sampling_rate} Hz but the feature extractor expects "
+                f"{extractor.sampling_rate} Hz; resample the audio first (e.g. with `scipy.signal.resample_poly`)."
+            )
+        clips = [np.asarray(clip, dtype=np.float32) for clip in clips]
+        if any(clip.ndim != 1 for clip in clips):
+            raise ValueError("each `audio` entry must be a mono waveform (1-D array of samples) or None.")
+        options = {"padding": True, "return_attention_mask": True, **options}
+        if isinstance(extractor, WhisperFeatureExtractor):
+            options["padding"] = "max_length"
+        features = extractor(clips, sampling_rate=extractor.sampling_rate, return_tensors="pt", **options)
+        key = extractor.model_input_names[0]
+        out = {key: _scatter(features[key], rows, batch_size)}
+        if "attention_mask" in features:
+            out["audio_attention_mask"] = _scatter(features["attention_mask"], rows, batch_size)
+        return out
+
+
+def _scatter(values: torch.Tensor, rows: list[int], batch_size: int, fill: float = 0) -> torch.Tensor:
+    """Place the rows computed for the present samples into a full batch, `fill` elsewhere."""
+    if len(rows) == batch_size:
+        return values
+    full = values.new_full((batch_size, *values.shape[1:]), fill)
+    full[rows] = values
+    return full
+
+
+class MMFNetDataCollator:
+    r"""Collate `datasets` rows into MMFNet inputs; any modality may be `None` in any row.
+
+    Args:
+        processor: the [`MMFNetProcessor`].
+        image_column / text_column / audio_column: row keys of each modality (`None` to leave it out). An audio
+            value is a waveform array (with its rate in `sampling_rate_column`) or a dict
+            `{"array": ..., "sampling_rate": ...}` as the `datasets.Audio` feature gives.
+        label_column: row key of the label (`None` for unlabelled data); it becomes `labels`.
+    """
+
+    def __init__(
+        self,
+        processor: MMFNetProcessor,
+        image_column: str | None = "image",
+        text_column: str | None = "text",
+        audio_column: str | None = "audio",
+        label_column: str | None = "label",
+        sampling_rate_column: str | None = "sampling_rate",
+    ) -> None:
+        self.processor = processor
+        self.columns = {"vision": image_column, "text": text_column, "audio": audio_column}
+        self.label_column = label_column
+        self.sampling_rate_column = sampling_rate_column
+
+    def without(self, modality: str) -> "MMFNetDataCollator":
+        """The same collator with `modality` left out of every batch (to measure a model without it)."""
+        columns = {m: (None if m == modality else c) for m, c in self.columns.items()}
+        return MMFNetDataCollator(
+            self.processor,
+            image_column=columns["vision"],
+            text_column=columns["text"],
+            audio_column=columns["audio"],
+            label_column=self.label_column,
+            sampling_rate_column=self.sampling_rate_column,
+        )
+
+    def __call__(self, rows: list[dict[str, Any]]) -> BatchFeature:
+        inputs: dict[str, Any] = {}
+        for modality, column in self.columns.items():
+            if column is None or modality not in self.processor.modalities:
+                continue
+            missing = [i for i, row in enumerate(rows) if column not in row]
+            if missing:
+                raise KeyError(f"rows {missing[:5]} have no column {column!r} (the {modality} column).")
+            inputs[modality] = [row[column] for row in rows]
+        sampling_rate = None
+        if "audio" in inputs:
+            waves, rates = [], set()
+            for row, value in zip(rows, inputs["audio"], strict=True):
+                if isinstance(value, dict):
+                    rates.add(value["sampling_rate"])
+                    value = value["array"]
+                elif value is not None and self.sampling_rate_column in row:
+                    rates.add(row[self.sampling_rate_column])
+                waves.append(value)
+            if len(rates) > 1:
+                raise ValueError(f"one batch mixes sampling rates {sorted(rates)}; resample the audio column first.")
+            inputs["audio"], sampling_rate = waves, next(iter(rates), None)
+        batch = self.processor(
+            images=inputs.get("vision"),
+            text=inputs.get("text"),
+            audio=inputs.get("audio"),
+            sampling_rate=sampling_rate,
+        )
+        if self.label_column is not None and self.label_column in rows[0]:
+            batch["labels"] = torch.tensor([row[self.label_column] for row in rows])
+        return batch
+
+
+__all__ = ["MMFNetDataCollator", "MMFNetProcessor", "conv_image_processor", "conv_spectrogram_extractor"]
