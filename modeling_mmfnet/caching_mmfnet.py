@@ -55,6 +55,10 @@ def cache_modality_embeddings(
         with torch.no_grad():
             embeds = base.get_modality_embeddings(**inputs)
         out = {name: tensor.float().cpu().numpy() for name, tensor in embeds.items()}
+        for modality in base.config.modalities:  # absent from every row of this batch: zeros, like any absent row
+            if f"{modality}_embeds" not in out:
+                width = getattr(base, f"{modality}_projection").dense.in_features
+                out[f"{modality}_embeds"] = np.zeros((len(rows), width), dtype=np.float32)
         out["modality_mask"] = features["modality_mask"].numpy()
         out.update({c: batch[c] for c in label_columns})
         return out

@@ -134,14 +134,18 @@ class MMFNetPooler(nn.Module):
             hidden_states = hidden_states.flatten(2).transpose(1, 2)
         if self.mode == "cls":
             return hidden_states[:, 0]
-        if token_mask is None:
+        if token_mask is None:  # every token is valid: no mask to build, no masked copy of the tokens
+            if self.mode == "mean":
+                return hidden_states.mean(1)
+            if self.mode == "max":
+                return hidden_states.amax(1)
             token_mask = hidden_states.new_ones(hidden_states.shape[:2], dtype=torch.bool)
-        mask = token_mask.unsqueeze(-1)
-        if self.mode == "mean":
-            weights = mask.to(hidden_states.dtype)
-            return (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        if self.mode == "mean":  # (B, 1, T) @ (B, T, H): no (B, T, H) weighted copy
+            weights = token_mask.to(hidden_states.dtype)
+            pooled = torch.bmm(weights.unsqueeze(1), hidden_states).squeeze(1)
+            return pooled / weights.sum(1, keepdim=True).clamp(min=1.0)
         if self.mode == "max":
-            return hidden_states.masked_fill(~mask, torch.finfo(hidden_states.dtype).min).amax(1)
+            return hidden_states.masked_fill(~token_mask.unsqueeze(-1), torch.finfo(hidden_states.dtype).min).amax(1)
         scores = hidden_states @ self.query.to(hidden_states.dtype) * hidden_states.shape[-1] ** -0.5
         return torch.einsum("bt,bth->bh", masked_softmax(scores, token_mask, dim=1), hidden_states)
 
@@ -460,7 +464,7 @@ class MMFNetModel(MMFNetPreTrainedModel):
             kwargs.pop("token_type_ids")
         if output_hidden_states:
             kwargs["output_hidden_states"] = True
-        trainable = any(p.requires_grad for p in encoder.parameters())
+        trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         with contextlib.nullcontext() if trainable else torch.no_grad():
             outputs = encoder(**kwargs, return_dict=True)
         hidden_states = outputs.last_hidden_state
