@@ -7,6 +7,7 @@ Importing the package registers its classes with the transformers Auto classes a
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoProcessor
 
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings
+from .card_mmfnet import generate_model_card, write_model_card
 from .configuration_mmfnet import FUSION_TYPES, MODALITIES, POOLING_TYPES, MMFNetConfig, MMFNetConvConfig
 from .modeling_mmfnet import (
     MMFNetClassifierOutput,
@@ -50,4 +51,6 @@ __all__ = [
     "cache_modality_embeddings",
     "conv_image_processor",
     "conv_spectrogram_extractor",
+    "generate_model_card",
+    "write_model_card",
 ]
