@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
 from transformers import EvalPrediction, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from modeling_mmfnet import (
@@ -35,6 +35,7 @@ from modeling_mmfnet import (
     cache_modality_embeddings,
     conv_image_processor,
     conv_spectrogram_extractor,
+    write_model_card,
 )
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,11 @@ def check_data(data: DatasetDict, args: DataArguments, modalities: tuple[str, ..
     label_feature = data[splits[0]].features[args.label_column]
     if isinstance(label_feature, ClassLabel):
         names = list(label_feature.names)
+    elif isinstance(label_feature, Value) and label_feature.dtype in ("string", "large_string"):
+        raise ValueError(
+            f"column {args.label_column!r} holds strings; labels must be class ids 0..K-1 or a ClassLabel "
+            f"(encode it first, e.g. `dataset.class_encode_column({args.label_column!r})`)."
+        )
     else:
         names = [str(v) for v in sorted(set(data[splits[0]][args.label_column]))]
     for split in splits:
@@ -182,18 +188,25 @@ def build_model_and_processor(
     return model, processor
 
 
+def _has_parameters(module: torch.nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
 def add_lora(model: MMFNetForClassification, modalities: list[str], rank: int) -> Any:
     """LoRA adapters on the linear layers of the chosen encoders; every other module stays fully trainable."""
-    from peft import LoraConfig, get_peft_model
+    try:  # an optional extra: imported only when LoRA is asked for
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError("--lora_modalities needs peft: `pip install 'mmfnet[peft]'`.") from error
 
     lora_encoders = {f"{m}_model" for m in modalities}
     encoder_pattern = "|".join(sorted(lora_encoders))
     targets = rf".*mmfnet\.({encoder_pattern})\..*(query|key|value|dense|q_proj|k_proj|v_proj|out_proj|fc1|fc2|conv)$"
-    trainable = [name for name, child in model.named_children() if name != "mmfnet" and any(child.parameters())]
+    trainable = [name for name, child in model.named_children() if name != "mmfnet" and _has_parameters(child)]
     trainable += [
         f"mmfnet.{name}"
         for name, child in model.mmfnet.named_children()
-        if name not in lora_encoders and any(child.parameters())
+        if name not in lora_encoders and _has_parameters(child)
     ]
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, modules_to_save=trainable)
     return get_peft_model(model, config)
@@ -217,16 +230,27 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
 def evaluate_all(
     trainer: Trainer, splits: dict[str, Dataset], collator: Any, modalities: tuple[str, ...], drop: bool
 ) -> dict[str, float]:
-    """Fused metrics per split, plus (with `drop`) the same model with each modality removed at test time."""
+    """Fused metrics per split, plus (with `drop`) the same model with each modality removed at test time.
+
+    Without modality m, the samples that have only m are left out (nothing of them is left to classify).
+    """
     metrics: dict[str, float] = {}
     for name, dataset in splits.items():
         metrics.update(trainer.evaluate(dataset, metric_key_prefix=name))
         if not drop or len(modalities) < 2 or not isinstance(collator, MMFNetDataCollator):
             continue
         for modality in modalities:
+            others = [collator.columns[m] for m in modalities if m != modality]
+            kept = dataset.filter(
+                lambda *values: any(v is not None for v in values), input_columns=others, keep_in_memory=True
+            )
+            if len(kept) == 0:
+                continue
             trainer.data_collator = collator.without(modality)
-            metrics.update(trainer.evaluate(dataset, metric_key_prefix=f"{name}_without_{modality}"))
-        trainer.data_collator = collator
+            try:
+                metrics.update(trainer.evaluate(kept, metric_key_prefix=f"{name}_without_{modality}"))
+            finally:
+                trainer.data_collator = collator
     return metrics
 
 
@@ -301,6 +325,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(training_args.output_dir) / "mmfnet_results.json").write_text(json.dumps(metrics, indent=2))
     if training_args.push_to_hub:
+        # Trainer.push_to_hub saves the model and the processor (`processing_class`) to output_dir, writes a card
+        # with `create_model_card`, and uploads the folder in one commit: our card, with this run's metrics, wins.
+        card = {"metrics": metrics, "repo_id": trainer.hub_model_id, "datasets": [data_args.dataset]}
+        trainer.create_model_card = lambda **_: write_model_card(training_args.output_dir, model, **card)
         trainer.push_to_hub(commit_message="MMFNet fine-tuned with examples/train.py")
     return metrics
 
