@@ -26,6 +26,10 @@ class MMFNetConvConfig(PreTrainedConfig):
             number of blocks (3 in the seed design).
         kernel_size (`int`, defaults to 3): convolution kernel size.
         dropout (`float`, defaults to 0.0): dropout on the output tokens.
+        spectrogram_normalization (`str`, defaults to `"utterance"`): `"utterance"` standardises each mel bin of a
+            spectrogram over the clip's valid frames, `x' = (x - mean_t x) / std_t x` (cepstral mean and variance
+            normalisation: removes the stationary background, e.g. noise, that a log-mel shares across frames);
+            `"none"` feeds the spectrogram as given. Images are never normalised here.
     """
 
     model_type = "mmfnet_conv"
@@ -34,10 +38,15 @@ class MMFNetConvConfig(PreTrainedConfig):
     hidden_sizes: list[int] | tuple[int, ...] = (32, 64, 128)
     kernel_size: int = 3
     dropout: float = 0.0
+    spectrogram_normalization: str = "utterance"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.hidden_sizes = list(self.hidden_sizes)
+        if self.spectrogram_normalization not in ("utterance", "none"):
+            raise ValueError(
+                f"`spectrogram_normalization` must be 'utterance' or 'none', got {self.spectrogram_normalization!r}."
+            )
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"`hidden_sizes` must be a non-empty list of positive ints, got {self.hidden_sizes}.")
         if self.num_channels < 1:

@@ -22,6 +22,24 @@ class MMFNetConvModelOutput(BaseModelOutputWithPooling):
     token_mask: torch.BoolTensor | None = None
 
 
+def normalize_per_utterance(
+    input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    r"""Standardise each mel bin over the valid frames of its clip: `(x - μ_{b,f}) / sqrt(σ²_{b,f} + eps)`.
+
+    `input_features` is `(B, n_mels, T)`, `attention_mask` `(B, T)` (1 = valid frame). Padding frames are set to 0
+    (the normalised mean) so they carry no signal.
+    """
+    if attention_mask is None:
+        variance, mean = torch.var_mean(input_features, dim=-1, keepdim=True, correction=0)
+        return (input_features - mean) * torch.rsqrt(variance + eps)
+    weights = attention_mask[:, None, :].to(input_features.dtype)
+    count = weights.sum(-1, keepdim=True).clamp(min=1.0)
+    mean = (input_features * weights).sum(-1, keepdim=True) / count
+    variance = ((input_features - mean).square() * weights).sum(-1, keepdim=True) / count
+    return (input_features - mean) * torch.rsqrt(variance + eps) * weights
+
+
 class MMFNetConvBlock(GradientCheckpointingLayer):
     r"""`y = maxpool_2(GELU(GroupNorm(conv_{k×k}(x))))`; GroupNorm keeps it independent of the batch."""
 
@@ -55,9 +73,10 @@ class MMFNetConvPreTrainedModel(PreTrainedModel):
 class MMFNetConvModel(MMFNetConvPreTrainedModel):
     r"""A stack of [`MMFNetConvBlock`]s that returns its feature map as tokens, like any HF encoder.
 
-    Inputs are images `pixel_values` `(B, C, H, W)` or spectrograms `input_features` `(B, n_mels, T)` (read as a
-    one-channel image, with an optional frame mask `attention_mask` `(B, T)`). The output `last_hidden_state` has
-    shape `(B, H'·W', hidden_sizes[-1])` with `H' = ⌈H / 2^L⌉`; `pooler_output` is its (mask-aware) mean.
+    Inputs are images `pixel_values` `(B, C, H, W)` or spectrograms `input_features` `(B, n_mels, T)` (standardised
+    by [`normalize_per_utterance`], then read as a one-channel image; `attention_mask` `(B, T)` marks valid frames).
+    The output `last_hidden_state` has shape `(B, H'·W', hidden_sizes[-1])` with `H' = ⌈H / 2^L⌉`; `pooler_output`
+    is its (mask-aware) mean.
     """
 
     def __init__(self, config: MMFNetConvConfig) -> None:
@@ -93,7 +112,10 @@ class MMFNetConvModel(MMFNetConvPreTrainedModel):
                     "`input_features` must have shape (batch, n_mels, frames) for a one-channel MMFNetConvModel, "
                     f"got {tuple(input_features.shape)} with num_channels={self.config.num_channels}."
                 )
-            hidden_states = input_features.unsqueeze(1)
+            hidden_states = input_features.to(self.blocks[0].conv.weight.dtype)
+            if self.config.spectrogram_normalization == "utterance":
+                hidden_states = normalize_per_utterance(hidden_states, attention_mask)
+            hidden_states = hidden_states.unsqueeze(1)
         hidden_states = hidden_states.to(self.blocks[0].conv.weight.dtype)
 
         token_mask = None
@@ -126,4 +148,4 @@ class MMFNetConvModel(MMFNetConvPreTrainedModel):
         )
 
 
-__all__ = ["MMFNetConvModel", "MMFNetConvModelOutput", "MMFNetConvPreTrainedModel"]
+__all__ = ["MMFNetConvModel", "MMFNetConvModelOutput", "MMFNetConvPreTrainedModel", "normalize_per_utterance"]

@@ -124,8 +124,8 @@ def tiny_whisper() -> WhisperConfig:
     )
 
 
-def tiny_conv() -> mm.MMFNetConvConfig:
-    return mm.MMFNetConvConfig(num_channels=1, hidden_sizes=[8, 16, 16])
+def tiny_conv(**kwargs) -> mm.MMFNetConvConfig:
+    return mm.MMFNetConvConfig(num_channels=1, hidden_sizes=[8, 16, 16], **kwargs)
 
 
 def write_tokenizer(folder: Path) -> BertTokenizerFast:

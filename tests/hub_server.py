@@ -679,7 +679,9 @@ def run_client(code: str, env: dict[str, str], cwd: Path, timeout: float = 300, 
     prelude = f"import json\nV = json.loads({json.dumps(json.dumps(values))})\nRESULT = None\n"
     script = prelude + textwrap.dedent(code) + "\nprint('\\nRESULT=' + json.dumps(RESULT), flush=True)\n"
     cmd = [sys.executable, "-c", script]
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     results = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
     if proc.returncode != 0 or not results:
         raise AssertionError(f"client failed (rc={proc.returncode})\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")

@@ -153,6 +153,36 @@ def test_conv_backbone_audio_mask_and_pooling_modes():
         assert torch.isfinite(out.logits).all(), pooling
 
 
+def test_spectrograms_are_normalised_per_utterance_over_valid_frames():
+    from modeling_mmfnet.modeling_mmfnet_conv import normalize_per_utterance
+
+    torch.manual_seed(0)
+    features = torch.randn(2, 8, 30) * 3 + 2
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, 20:] = 0
+    normalised = normalize_per_utterance(features, mask)
+    valid = normalised[1, :, :20]
+    assert torch.allclose(valid.mean(-1), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(valid.var(-1, correction=0), torch.ones(8), atol=1e-3)
+    assert (normalised[1, :, 20:] == 0).all()  # padding carries no signal
+    assert torch.allclose(normalised[1, :, :20], normalize_per_utterance(features[1:, :, :20])[0], atol=1e-5)
+
+    # a stationary background per mel bin (a constant log-mel offset, e.g. noise) does not change the encoding
+    conv = mm.MMFNetConvModel(tiny_conv()).eval()
+    offset = torch.randn(1, 16, 1) * 4
+    spectrogram = torch.randn(1, 16, 40)
+    with torch.no_grad():
+        clean = conv(input_features=spectrogram).pooler_output
+        shifted = conv(input_features=spectrogram + offset).pooler_output
+        raw = mm.MMFNetConvModel(tiny_conv(spectrogram_normalization="none")).eval()
+        raw.load_state_dict(conv.state_dict())
+        raw_shifted = raw(input_features=spectrogram + offset).pooler_output
+    assert torch.allclose(clean, shifted, atol=1e-4)
+    assert not torch.allclose(raw(input_features=spectrogram).pooler_output, raw_shifted, atol=1e-2)
+    with pytest.raises(ValueError, match="spectrogram_normalization"):
+        mm.MMFNetConvConfig(spectrogram_normalization="global")
+
+
 @pytest.mark.parametrize("fusion_type", mm.FUSION_TYPES)
 def test_gradients_reach_every_trainable_parameter(fusion_type):
     torch.manual_seed(0)
