@@ -65,7 +65,7 @@ SPEEDS = (130, 150, 175, 200, 230)  # espeak-ng words per minute (flite: duratio
 PITCHES = (25, 40, 50, 60, 75)  # espeak-ng pitch 0..99 (flite keeps its own pitch)
 SPLIT_FRACTIONS = {"train": 0.6, "validation": 0.1, "test": 0.3}  # images; speakers use 0.7 / 0.1 / 0.2
 TASK_DEFAULTS = {
-    "agree": {"snr_db": -3.0, "image_noise": 0.3, "image_occlusion": 0.4},
+    "agree": {"snr_db": 3.0, "image_noise": 0.3, "image_occlusion": 0.4},
     "sum": {"snr_db": inf, "image_noise": 0.0, "image_occlusion": 0.0},
 }
 ASTERISK_PACKAGE = "asterisk-core-sounds-en-wav"

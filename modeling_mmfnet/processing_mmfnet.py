@@ -41,10 +41,14 @@ def conv_image_processor(size: int = 8, num_channels: int = 1) -> _ConvImageProc
 
 
 def conv_spectrogram_extractor(
-    sampling_rate: int = 8000, num_mel_bins: int = 40, max_seconds: int = 1
+    sampling_rate: int = 8000, num_mel_bins: int = 40, max_seconds: int = 1, frames_per_second: int = 100
 ) -> WhisperFeatureExtractor:
-    """Log-mel spectrograms `(n_mels, frames)` of short clips for the seed CNN (10 ms hop, padded to `max_seconds`)."""
-    hop_length = sampling_rate // 100
+    """Log-mel spectrograms `(n_mels, frames)` of short clips for the seed CNN, padded to `max_seconds`.
+
+    The hop is `sampling_rate / frames_per_second` samples (10 ms by default) and the FFT window the next power of
+    two of four hops.
+    """
+    hop_length = sampling_rate // frames_per_second
     return WhisperFeatureExtractor(
         feature_size=num_mel_bins,
         sampling_rate=sampling_rate,
