@@ -449,6 +449,17 @@ def write_report(output_dir: Path, results: list[dict[str, Any]], summary: dict[
     lines += ["", "| trained on | test accuracy |", "|---|---|"]
     lines += [f"| {m} only | {pct(a)} |" for m, a in summary["agree_single_accuracy"].items()]
     lines += [f"| all but {m} | {pct(a)} |" for m, a in summary["agree_trained_without"].items()]
+    best = summary["agree_best_fusion_type"]
+    lines += [
+        "",
+        f"Best fused model ({best}) with one modality dropped at test, against the model trained without it:",
+        "",
+        "| dropped | fused, dropped at test | trained without | difference |",
+        "|---|---|---|---|",
+    ]
+    for m in MODALITIES:
+        dropped, without = summary["agree_dropped_at_test"][m], summary["agree_trained_without"][m]
+        lines.append(f"| {m} | {pct(dropped)} | {pct(without)} | {100 * (dropped - without):+.1f} |")
     lines += ["", "## sum (label = image digit + spoken digit mod 10, clean inputs)", "", "| run | test accuracy |",
               "|---|---|"]  # fmt: skip
     lines += [f"| {r['name']} | {pct(r['test_accuracy'])} |" for r in results if r["task"] == "sum"]
