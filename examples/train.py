@@ -12,6 +12,7 @@ modality removed at test time (`<split>_without_<modality>_*`). FSDP / DeepSpeed
 `--deepspeed` TrainingArguments apply unchanged.
 """
 
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
+from PIL import Image as PILImage
 from transformers import EvalPrediction, HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from modeling_mmfnet import (
@@ -102,6 +104,17 @@ def load_data(args: DataArguments) -> DatasetDict:
     return data
 
 
+def image_modes(dataset: Dataset, column: str) -> set[str]:
+    """The PIL modes of every image in `column`, read from the file headers without decoding the pixels."""
+    modes = set()
+    for batch in dataset.cast_column(column, Image(decode=False)).select_columns([column]).iter(batch_size=256):
+        for value in batch[column]:
+            if value is not None:
+                with PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as image:
+                    modes.add(image.mode)
+    return modes
+
+
 def check_data(data: DatasetDict, args: DataArguments, modalities: tuple[str, ...], splits: list[str]) -> list[str]:
     """Fail before training on a missing split or column, labels outside the label set, or mixed image modes."""
     columns = {"vision": args.image_column, "text": args.text_column, "audio": args.audio_column}
@@ -135,8 +148,7 @@ def check_data(data: DatasetDict, args: DataArguments, modalities: tuple[str, ..
             )
     if "vision" in modalities and isinstance(data[splits[0]].features[args.image_column], Image):
         for split in splits:
-            modes = {image.mode for image in data[split].select(range(min(64, len(data[split]))))[args.image_column]
-                     if image is not None}  # fmt: skip
+            modes = image_modes(data[split], args.image_column)
             if len(modes) > 1:
                 raise ValueError(f"split {split!r}: column {args.image_column!r} mixes image modes {sorted(modes)}.")
     return names
@@ -280,8 +292,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
     labels = check_data(data, data_args, modalities, [s for s in dict.fromkeys(splits) if s])
     image_channels = 1
     if "vision" in modalities and isinstance(data[splits[0]].features[data_args.image_column], Image):
-        first = next(img for img in data[splits[0]][:16][data_args.image_column] if img is not None)
-        image_channels = 3 if first.mode == "RGB" else 1
+        image_channels = 3 if image_modes(data[splits[0]], data_args.image_column) == {"RGB"} else 1
 
     model, processor = build_model_and_processor(model_args, labels, image_channels)
     if model_args.lora_modalities:

@@ -421,3 +421,14 @@ def test_bad_input_fails_before_training(case, extra, message, tiny_dataset, enc
 def test_the_toy_labels_are_a_class_label(tiny_dataset):
     """The bad-label cases above need a plain int column: a ClassLabel refuses out-of-range values itself."""
     assert isinstance(load_from_disk(tiny_dataset)["train"].features["label"], ClassLabel)
+
+
+def test_image_modes_are_checked_on_every_image_without_decoding(tmp_path):
+    """An odd image far down the split is caught; the modes come from the file headers."""
+    from datasets import Dataset, Image
+    from PIL import Image as PILImage
+
+    images = [PILImage.new("L", (8, 8), color=i) for i in range(300)] + [PILImage.new("RGB", (8, 8)), None]
+    dataset = Dataset.from_dict({"image": images}).cast_column("image", Image())
+    assert train.image_modes(dataset, "image") == {"L", "RGB"}
+    assert train.image_modes(dataset.select(range(300)), "image") == {"L"}
