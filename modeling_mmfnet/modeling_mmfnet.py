@@ -172,6 +172,7 @@ class MMFNetPreTrainedModel(PreTrainedModel):
     base_model_prefix = "mmfnet"
     input_modalities = ("image", "text", "audio")
     supports_gradient_checkpointing = True
+    _no_split_modules = ["MMFNetFusionTransformerLayer"]  # the encoders' own are gathered from the children
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True

@@ -348,5 +348,5 @@ def test_encoders_are_direct_children_and_no_split_modules_collected():
     model = mm.MMFNetModel(mm.MMFNetConfig(vision_config=tiny_vit(), text_config=tiny_bert()))
     children = dict(model.named_children())
     assert {"vision_model", "text_model"} <= set(children) and model.audio_model is None
-    assert {"ViTLayer", "BertLayer"} <= set(model._no_split_modules)
+    assert {"ViTLayer", "BertLayer", "MMFNetFusionTransformerLayer"} <= set(model._no_split_modules)
     assert mm.MMFNetModel(mm.MMFNetConfig(audio_config=tiny_wav2vec2())).config.modalities == ("audio",)
