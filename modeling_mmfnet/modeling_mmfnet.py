@@ -380,9 +380,10 @@ class MMFNetModel(MMFNetPreTrainedModel):
                 "`input_features`, or precomputed `vision_embeds` / `text_embeds` / `audio_embeds` "
                 f"(configured modalities: {self.config.modalities})."
             )
-        if len(set(batch_sizes.values())) > 1:
+        batch_size, *other_sizes = batch_sizes.values()
+        if any(size != batch_size for size in other_sizes):  # no set(): sizes are symbolic under torch.export
             raise ValueError(f"All inputs must share the batch size; got {batch_sizes}.")
-        return grouped, next(iter(batch_sizes.values()))
+        return grouped, batch_size
 
     @staticmethod
     def _check_ranks(modality: str, tensors: dict[str, torch.Tensor]) -> None:
