@@ -53,3 +53,32 @@ def test_export_every_modality_subset(subset):
 @pytest.mark.parametrize("fusion_type", [f for f in mm.FUSION_TYPES if f != "transformer"])
 def test_export_every_fusion_type(fusion_type):
     export_and_compare(fusion_type, mm.MODALITIES)
+
+
+@pytest.mark.parametrize("subset", [("text",), mm.MODALITIES], ids=["text", "vision+text+audio"])
+def test_onnx_export_runs_in_onnxruntime(subset, tmp_path):
+    """ONNX through `torch.onnx.export(dynamo=True)`; onnxruntime at other batch sizes matches the eager model."""
+    pytest.importorskip("onnxscript")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    config = mm.MMFNetConfig(
+        vision_config=tiny_conv(), text_config=tiny_bert(), audio_config=tiny_conv(), fusion_type="transformer",
+        fusion_dim=16, num_labels=3,
+    )  # fmt: skip
+    model = mm.MMFNetForClassification(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    names = [name for modality in subset for name in INPUTS[modality]]
+    traced = {k: v for k, v in make_inputs(4, config.text_config.vocab_size, generator).items() if k in names}
+    batch = Dim("batch", min=1, max=512)
+    path = tmp_path / "mmfnet.onnx"
+    torch.onnx.export(model, (), str(path), kwargs=traced, dynamic_shapes={k: {0: batch} for k in traced},
+                      input_names=names, output_names=["logits"], dynamo=True)  # fmt: skip
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == names
+    for batch_size in (3, 1):
+        inputs = {k: v for k, v in make_inputs(batch_size, config.text_config.vocab_size, generator).items()
+                  if k in names}  # fmt: skip
+        (logits, *_) = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+        with torch.no_grad():
+            expected = model(**inputs).logits
+        torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-4, atol=1e-5)
