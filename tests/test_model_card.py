@@ -115,7 +115,7 @@ def test_card_never_invents_numbers(saved: tuple[Path, mm.MMFNetForClassificatio
     folder, model = saved
     card = mm.generate_model_card(model, repo_id="me/untrained")
     assert ModelCard(card).data.eval_results is None and "model-index" not in card
-    assert "No evaluation results were recorded" in card and "No training metrics were recorded" in card
+    assert "No evaluation results were recorded" in card and "No training or cost metrics were recorded" in card
     assert "No evaluation is recorded for this checkpoint" in card
 
     trainer_folder = tmp_path / "trainer"
