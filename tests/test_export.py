@@ -2,6 +2,7 @@
 the eager model computes, for every fusion type, at batch sizes other than the one it was traced with."""
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -23,7 +24,13 @@ def make_inputs(batch_size: int, vocab_size: int, generator: torch.Generator) ->
     }
 
 
-def export_and_compare(fusion_type: str, subset: tuple[str, ...]) -> None:
+Inputs = dict[str, torch.Tensor]
+
+
+def model_and_inputs(
+    fusion_type: str, subset: tuple[str, ...]
+) -> tuple[mm.MMFNetForClassification, list[str], Inputs, Callable[[int], Inputs]]:
+    """A 3-modality model, the input names of `subset`, a batch-4 example to trace and a maker for other batches."""
     torch.manual_seed(0)
     config = mm.MMFNetConfig(
         vision_config=tiny_conv(), text_config=tiny_bert(), audio_config=tiny_conv(), fusion_type=fusion_type,
@@ -32,12 +39,20 @@ def export_and_compare(fusion_type: str, subset: tuple[str, ...]) -> None:
     model = mm.MMFNetForClassification(config).eval()
     generator = torch.Generator().manual_seed(1)
     names = [name for modality in subset for name in INPUTS[modality]]
-    traced = {k: v for k, v in make_inputs(4, config.text_config.vocab_size, generator).items() if k in names}
+
+    def inputs(batch_size: int) -> Inputs:
+        every = make_inputs(batch_size, config.text_config.vocab_size, generator)
+        return {name: every[name] for name in names}
+
+    return model, names, inputs(4), inputs
+
+
+def export_and_compare(fusion_type: str, subset: tuple[str, ...]) -> None:
+    model, names, traced, make = model_and_inputs(fusion_type, subset)
     batch = Dim("batch", min=1, max=512)
     program = torch.export.export(model, (), traced, dynamic_shapes={k: {0: batch} for k in traced}, strict=False)
     for batch_size in (4, 3, 1):
-        inputs = {k: v for k, v in make_inputs(batch_size, config.text_config.vocab_size, generator).items()
-                  if k in names}  # fmt: skip
+        inputs = make(batch_size)
         with torch.no_grad():
             expected = model(**inputs).logits
         exported = program.module()(**inputs).logits
@@ -60,15 +75,7 @@ def test_onnx_export_runs_in_onnxruntime(subset, tmp_path):
     """ONNX through `torch.onnx.export(dynamo=True)`; onnxruntime at other batch sizes matches the eager model."""
     pytest.importorskip("onnxscript")
     onnxruntime = pytest.importorskip("onnxruntime")
-    torch.manual_seed(0)
-    config = mm.MMFNetConfig(
-        vision_config=tiny_conv(), text_config=tiny_bert(), audio_config=tiny_conv(), fusion_type="transformer",
-        fusion_dim=16, num_labels=3,
-    )  # fmt: skip
-    model = mm.MMFNetForClassification(config).eval()
-    generator = torch.Generator().manual_seed(1)
-    names = [name for modality in subset for name in INPUTS[modality]]
-    traced = {k: v for k, v in make_inputs(4, config.text_config.vocab_size, generator).items() if k in names}
+    model, names, traced, make = model_and_inputs("transformer", subset)
     batch = Dim("batch", min=1, max=512)
     path = tmp_path / "mmfnet.onnx"
     torch.onnx.export(model, (), str(path), kwargs=traced, dynamic_shapes={k: {0: batch} for k in traced},
@@ -76,8 +83,7 @@ def test_onnx_export_runs_in_onnxruntime(subset, tmp_path):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == names
     for batch_size in (3, 1):
-        inputs = {k: v for k, v in make_inputs(batch_size, config.text_config.vocab_size, generator).items()
-                  if k in names}  # fmt: skip
+        inputs = make(batch_size)
         (logits, *_) = session.run(None, {k: v.numpy() for k, v in inputs.items()})
         with torch.no_grad():
             expected = model(**inputs).logits
