@@ -436,14 +436,13 @@ def write_report(output_dir: Path, results: list[dict[str, Any]], summary: dict[
     bars = [("all modalities", "test_accuracy")] + [(f"without {m}", f"test_without_{m}_accuracy") for m in MODALITIES]
     for i, (label, key) in enumerate(bars):
         ax.bar(x + (i - 1.5) * width, [100 * r[key] for r in fused], width, label=label)
-    for m, color in zip(MODALITIES, ("tab:orange", "tab:green", "tab:red"), strict=True):
-        ax.axhline(100 * summary["agree_single_accuracy"][m], color=color, linestyle=":", linewidth=1)
-        ax.text(len(fused) - 0.5, 100 * summary["agree_single_accuracy"][m], f"{m} alone", fontsize=7, color=color)
+    for m, style in zip(MODALITIES, (":", "--", "-."), strict=True):  # single-modality models: grey lines
+        ax.axhline(100 * summary["agree_single_accuracy"][m], color="0.35", linestyle=style, label=f"{m} alone")
     ax.set_xticks(x, [r["fusion_type"] for r in fused])
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title("AV-Digits agree: fused accuracy per fusion type, and with one modality dropped at test")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8, ncols=2)
     fig.tight_layout()
     fig.savefig(output_dir / "accuracy.png", dpi=120)
     plt.close(fig)
