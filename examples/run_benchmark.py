@@ -78,7 +78,7 @@ class BenchmarkArguments:
     aux_unimodal_weight: float = field(
         default=1.0, metadata={"help": "Weight of the per-modality auxiliary heads' loss in multimodal agree runs."}
     )
-    fusion_dim: int = 128
+    fusion_dim: int = 256
     conv_hidden_sizes: str = "16,32,64"
     num_mel_bins: int = 32
     frames_per_second: int = field(default=50, metadata={"help": "Spectrogram frames per second (hop 20 ms)."})
