@@ -6,9 +6,17 @@ Importing the package registers its classes with the transformers Auto classes a
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoProcessor
 
+from .balance_mmfnet import ogm_coefficients
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings
 from .card_mmfnet import generate_model_card, write_model_card
-from .configuration_mmfnet import FUSION_TYPES, MODALITIES, POOLING_TYPES, MMFNetConfig, MMFNetConvConfig
+from .configuration_mmfnet import (
+    FUSION_TYPES,
+    MODALITIES,
+    MODALITY_BALANCES,
+    POOLING_TYPES,
+    MMFNetConfig,
+    MMFNetConvConfig,
+)
 from .modeling_mmfnet import (
     MMFNetClassifierOutput,
     MMFNetForClassification,
@@ -36,6 +44,7 @@ MMFNetProcessor.register_for_auto_class("AutoProcessor")
 __all__ = [
     "FUSION_TYPES",
     "MODALITIES",
+    "MODALITY_BALANCES",
     "POOLING_TYPES",
     "MMFNetClassifierOutput",
     "MMFNetConfig",
@@ -52,5 +61,6 @@ __all__ = [
     "conv_image_processor",
     "conv_spectrogram_extractor",
     "generate_model_card",
+    "ogm_coefficients",
     "write_model_card",
 ]

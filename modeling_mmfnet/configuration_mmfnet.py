@@ -11,14 +11,20 @@ from transformers.configuration_utils import SubConfigSpec
 MODALITIES: tuple[str, ...] = ("vision", "text", "audio")
 FUSION_TYPES: tuple[str, ...] = ("concat", "gated", "attention", "tensor", "low_rank", "transformer")
 POOLING_TYPES: tuple[str, ...] = ("mean", "cls", "max", "pooler", "attention")
+CONV_NORMALIZATIONS: tuple[str, ...] = ("group", "batch", "none")
+CONV_GLOBAL_POOLINGS: tuple[str, ...] = ("none", "average", "max")
+MODALITY_BALANCES: tuple[str, ...] = ("none", "ogm", "ogm_ge")
 
 
 @strict
 class MMFNetConvConfig(PreTrainedConfig):
     r"""
-    Configuration of [`MMFNetConvModel`], the seed design's per-modality feature extractor: a stack of
-    `conv(k×k) → GroupNorm → GELU → max-pool(2)` blocks over `num_channels` input channels. It encodes images
-    `(B, C, H, W)` and spectrograms `(B, n_mels, T)` (one channel) into a token sequence `(B, H'·W', hidden_size)`.
+    Configuration of [`MMFNetConvModel`], the seed design's per-modality feature extractor: a stack of blocks
+    `[conv(k×k) → norm → GELU] × convs_per_block → max-pool(2)` over `num_channels` input channels. It encodes
+    images `(B, C, H, W)` and spectrograms `(B, n_mels, T)` (one channel) into a token sequence
+    `(B, H'·W', hidden_size)`, or one token `(B, 1, hidden_size)` with `global_pooling`. The defaults are the seed
+    design's 3-block CNN; a stronger RGB backbone is e.g. `hidden_sizes=[32, 64, 128, 256]`, `convs_per_block=2`,
+    `normalization="batch"`, `global_pooling="average"`.
 
     Args:
         num_channels (`int`, defaults to 1): input channels (1 for grey images and spectrograms, 3 for RGB).
@@ -30,6 +36,14 @@ class MMFNetConvConfig(PreTrainedConfig):
             spectrogram over the clip's valid frames, `x' = (x - mean_t x) / std_t x` (cepstral mean and variance
             normalisation: removes the stationary background, e.g. noise, that a log-mel shares across frames);
             `"none"` feeds the spectrogram as given. Images are never normalised here.
+        normalization (`str`, defaults to `"group"`): the norm after each convolution: `"group"` (GroupNorm with
+            `min(8, channels)` groups: independent of the batch), `"batch"` (BatchNorm2d: running statistics at
+            evaluation; a training batch needs more than one row) or `"none"`.
+        convs_per_block (`int`, defaults to 1): convolutions (each with its norm and GELU) before each max-pool;
+            the depth is `len(hidden_sizes) × convs_per_block`.
+        global_pooling (`str`, defaults to `"none"`): `"none"` returns the final feature map as `H'·W'` tokens
+            (pooled downstream, mask-aware); `"average"` / `"max"` reduce it to one token by global average / max
+            pooling over the valid positions, `z_c = mean_{h,w} F_{c,h,w}` / `max_{h,w} F_{c,h,w}`.
     """
 
     model_type = "mmfnet_conv"
@@ -39,10 +53,19 @@ class MMFNetConvConfig(PreTrainedConfig):
     kernel_size: int = 3
     dropout: float = 0.0
     spectrogram_normalization: str = "utterance"
+    normalization: str = "group"
+    convs_per_block: int = 1
+    global_pooling: str = "none"
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.hidden_sizes = list(self.hidden_sizes)
+        if self.normalization not in CONV_NORMALIZATIONS:
+            raise ValueError(f"`normalization` must be one of {CONV_NORMALIZATIONS}, got {self.normalization!r}.")
+        if self.global_pooling not in CONV_GLOBAL_POOLINGS:
+            raise ValueError(f"`global_pooling` must be one of {CONV_GLOBAL_POOLINGS}, got {self.global_pooling!r}.")
+        if isinstance(self.convs_per_block, bool) or self.convs_per_block < 1:
+            raise ValueError(f"`convs_per_block` must be an int >= 1, got {self.convs_per_block!r}.")
         if self.spectrogram_normalization not in ("utterance", "none"):
             raise ValueError(
                 f"`spectrogram_normalization` must be 'utterance' or 'none', got {self.spectrogram_normalization!r}."
@@ -93,6 +116,13 @@ class MMFNetConfig(PreTrainedConfig):
         logit_scale_init_value (`float`, defaults to 2.6592): initial `log` temperature of that loss; the scale
             `exp(logit_scale)` is clamped at 100.
         aux_unimodal_weight (`float`, defaults to 0.0): weight of auxiliary per-modality classifiers (0 disables).
+        modality_balance (`str`, defaults to `"none"`): training-time modality balance (single-label
+            classification, two or more modalities, `aux_unimodal_weight > 0`): `"ogm"` scales the gradient of the
+            dominant modality's branch by `k_m = 1 − tanh(α · ρ_m)`, where `ρ_m > 1` is the ratio of its auxiliary
+            head's mean true-class probability to the other modalities' (on-the-fly gradient modulation, Peng et
+            al. 2022); `"ogm_ge"` also adds Gaussian noise of the gradient's own scale to every branch. See
+            `balance_mmfnet.py` for the math. `"none"` trains every branch with its plain gradient.
+        modality_balance_alpha (`float`, defaults to 0.5): OGM's `α`: how strongly the dominant branch is slowed.
         initializer_range (`float`, defaults to 0.02): std of normal initialisations.
     """
 
@@ -124,6 +154,8 @@ class MMFNetConfig(PreTrainedConfig):
     contrastive_weight: float = 0.0
     logit_scale_init_value: float = 2.6592
     aux_unimodal_weight: float = 0.0
+    modality_balance: str = "none"
+    modality_balance_alpha: float = 0.5
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -165,10 +197,19 @@ class MMFNetConfig(PreTrainedConfig):
             ("modality_dropout", 0.0, 1.0),
             ("contrastive_weight", 0.0, float("inf")),
             ("aux_unimodal_weight", 0.0, float("inf")),
+            ("modality_balance_alpha", 0.0, float("inf")),
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < high:
                 raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
+        if self.modality_balance not in MODALITY_BALANCES:
+            raise ValueError(f"`modality_balance` must be one of {MODALITY_BALANCES}, got {self.modality_balance!r}.")
+        if self.modality_balance != "none" and (self.aux_unimodal_weight <= 0 or len(self.modalities) < 2):
+            raise ValueError(
+                f"`modality_balance={self.modality_balance!r}` compares the modalities through the auxiliary "
+                f"unimodal heads: it needs `aux_unimodal_weight` > 0 (got {self.aux_unimodal_weight}) and at least "
+                f"two modalities (got {list(self.modalities)})."
+            )
         super().__post_init__(**kwargs)
 
     @property
@@ -177,4 +218,13 @@ class MMFNetConfig(PreTrainedConfig):
         return tuple(m for m in MODALITIES if getattr(self, f"{m}_config") is not None)
 
 
-__all__ = ["MMFNetConfig", "MMFNetConvConfig", "MODALITIES", "FUSION_TYPES", "POOLING_TYPES"]
+__all__ = [
+    "CONV_GLOBAL_POOLINGS",
+    "CONV_NORMALIZATIONS",
+    "FUSION_TYPES",
+    "MODALITIES",
+    "MODALITY_BALANCES",
+    "POOLING_TYPES",
+    "MMFNetConfig",
+    "MMFNetConvConfig",
+]

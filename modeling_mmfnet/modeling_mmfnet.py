@@ -27,6 +27,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
+from .balance_mmfnet import modulate_modality_gradients, ogm_coefficients
 from .configuration_mmfnet import MODALITIES, MMFNetConfig
 from .fusion_mmfnet import (
     MMFNetAttentionFusion,
@@ -628,7 +629,8 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
 
     `loss = task + aux_unimodal_weight · mean_{present m} task(head_m(x_m)) + contrastive_weight · L_clip`, where
     `L_clip` is the symmetric InfoNCE between each pair of modalities over the samples that have both, with
-    scale `min(exp(logit_scale), 100)`.
+    scale `min(exp(logit_scale), 100)`. With `config.modality_balance`, training steps modulate each modality
+    branch's gradient (OGM / OGM-GE, see `balance_mmfnet.py`).
     """
 
     def __init__(
@@ -710,6 +712,14 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
                 weights = outputs.modality_mask.to(per_modality.dtype)
                 aux = (per_modality * weights).sum() / weights.sum().clamp(min=1.0)
                 loss = loss + self.config.aux_unimodal_weight * aux
+                if self.training and self.config.modality_balance != "none" and outputs.modality_embeds.requires_grad:
+                    if problem_type != "single_label_classification":
+                        raise ValueError(f"`modality_balance` needs single-label classification, got {problem_type}.")
+                    coefficients = ogm_coefficients(
+                        unimodal_logits, labels, outputs.modality_mask, self.config.modality_balance_alpha
+                    )
+                    noise = self.config.modality_balance == "ogm_ge"
+                    modulate_modality_gradients(outputs.modality_embeds, outputs.modality_mask, coefficients, noise)
             if self.logit_scale is not None:
                 contrastive = self._contrastive_loss(outputs.modality_embeds, outputs.modality_mask)
                 loss = loss + self.config.contrastive_weight * contrastive

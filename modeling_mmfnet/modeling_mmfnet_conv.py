@@ -40,18 +40,43 @@ def normalize_per_utterance(
     return (input_features - mean) * torch.rsqrt(variance + eps) * weights
 
 
-class MMFNetConvBlock(GradientCheckpointingLayer):
-    r"""`y = maxpool_2(GELU(GroupNorm(conv_{k×k}(x))))`; GroupNorm keeps it independent of the batch."""
+def conv_norm(normalization: str, channels: int) -> nn.Module:
+    """The norm after a convolution: GroupNorm (`min(8, channels)` groups), BatchNorm2d, or none."""
+    if normalization == "group":
+        return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels)
+    if normalization == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+
+class MMFNetConvBlock(GradientCheckpointingLayer):
+    r"""`y = maxpool_2(GELU(norm(conv_{k×k}(x))))`, with `convs_per_block - 1` more `GELU(norm(conv(·)))` before the
+    pool. GroupNorm (the default) keeps it independent of the batch."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        normalization: str = "group",
+        convs_per_block: int = 1,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        self.norm = nn.GroupNorm(num_groups=min(8, out_channels), num_channels=out_channels)
+        self.norm = conv_norm(normalization, out_channels)
+        self.extra_convs = nn.ModuleList(
+            nn.Conv2d(out_channels, out_channels, kernel_size, padding=kernel_size // 2)
+            for _ in range(convs_per_block - 1)
+        )
+        self.extra_norms = nn.ModuleList(conv_norm(normalization, out_channels) for _ in range(convs_per_block - 1))
         self.activation = nn.GELU()
         self.pool = nn.MaxPool2d(kernel_size=2, ceil_mode=True)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.activation(self.norm(self.conv(hidden_states))))
+        hidden_states = self.activation(self.norm(self.conv(hidden_states)))
+        for conv, norm in zip(self.extra_convs, self.extra_norms, strict=True):
+            hidden_states = self.activation(norm(conv(hidden_states)))
+        return self.pool(hidden_states)
 
 
 class MMFNetConvPreTrainedModel(PreTrainedModel):
@@ -75,15 +100,16 @@ class MMFNetConvModel(MMFNetConvPreTrainedModel):
 
     Inputs are images `pixel_values` `(B, C, H, W)` or spectrograms `input_features` `(B, n_mels, T)` (standardised
     by [`normalize_per_utterance`], then read as a one-channel image; `attention_mask` `(B, T)` marks valid frames).
-    The output `last_hidden_state` has shape `(B, H'·W', hidden_sizes[-1])` with `H' = ⌈H / 2^L⌉`; `pooler_output`
-    is its (mask-aware) mean.
+    The output `last_hidden_state` has shape `(B, H'·W', hidden_sizes[-1])` with `H' = ⌈H / 2^L⌉`, or
+    `(B, 1, hidden_sizes[-1])` with `config.global_pooling` (`"average"` / `"max"` over the valid positions);
+    `pooler_output` is its (mask-aware) mean.
     """
 
     def __init__(self, config: MMFNetConvConfig) -> None:
         super().__init__(config)
         channels = [config.num_channels, *config.hidden_sizes]
         self.blocks = nn.ModuleList(
-            MMFNetConvBlock(c_in, c_out, config.kernel_size)
+            MMFNetConvBlock(c_in, c_out, config.kernel_size, config.normalization, config.convs_per_block)
             for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
         self.dropout = nn.Dropout(config.dropout)
@@ -133,11 +159,16 @@ class MMFNetConvModel(MMFNetConvPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states.flatten(2).transpose(1, 2),)
 
-        last_hidden_state = self.dropout(hidden_states.flatten(2).transpose(1, 2))  # (B, H'·W', C)
+        last_hidden_state = hidden_states.flatten(2).transpose(1, 2)  # (B, H'·W', C)
+        if token_mask is not None:
+            token_mask = token_mask.flatten(1) > 0
+        if self.config.global_pooling != "none":
+            last_hidden_state = self._global_pool(last_hidden_state, token_mask)
+            token_mask = None if token_mask is None else token_mask.any(1, keepdim=True)
+        last_hidden_state = self.dropout(last_hidden_state)
         if token_mask is None:
             pooled = last_hidden_state.mean(dim=1)
         else:
-            token_mask = token_mask.flatten(1) > 0
             weights = token_mask.unsqueeze(-1).to(last_hidden_state.dtype)
             pooled = (last_hidden_state * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return MMFNetConvModelOutput(
@@ -147,5 +178,23 @@ class MMFNetConvModel(MMFNetConvPreTrainedModel):
             token_mask=token_mask,
         )
 
+    def _global_pool(self, tokens: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        """Global average or max pooling of `(B, N, C)` tokens over the valid ones: `(B, 1, C)`."""
+        if self.config.global_pooling == "average":
+            if token_mask is None:
+                return tokens.mean(dim=1, keepdim=True)
+            weights = token_mask.unsqueeze(-1).to(tokens.dtype)
+            return (tokens * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1.0)
+        if token_mask is None:
+            return tokens.amax(dim=1, keepdim=True)
+        pooled = tokens.masked_fill(~token_mask.unsqueeze(-1), torch.finfo(tokens.dtype).min).amax(1, keepdim=True)
+        return torch.where(token_mask.any(1)[:, None, None], pooled, 0.0)  # a clip with no valid frame: zeros
 
-__all__ = ["MMFNetConvModel", "MMFNetConvModelOutput", "MMFNetConvPreTrainedModel", "normalize_per_utterance"]
+
+__all__ = [
+    "MMFNetConvBlock",
+    "MMFNetConvModel",
+    "MMFNetConvModelOutput",
+    "MMFNetConvPreTrainedModel",
+    "normalize_per_utterance",
+]
