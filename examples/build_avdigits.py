@@ -15,7 +15,9 @@ Sources (all offline):
   digit word (``text_confusion_prob``) or missing (``None``, ``text_missing_prob``).
 
 Tasks: ``agree`` (every modality shows the label digit) and ``sum`` (image digit ``a``, spoken digit ``b``, label
-``(a + b) % 10``; the text transcribes the spoken digit).
+``(a + b) % 10``; the text transcribes the spoken digit). ``retranscribe`` derives the *imbalanced* variant of
+``agree`` (``IMBALANCED_TEXT``: the same images, audio and labels, clean transcripts; text alone is then the one strong
+modality).
 
 Usage::
 
@@ -68,6 +70,8 @@ TASK_DEFAULTS = {
     "agree": {"snr_db": 3.0, "image_noise": 0.3, "image_occlusion": 0.4},
     "sum": {"snr_db": inf, "image_noise": 0.0, "image_occlusion": 0.0},
 }
+IMBALANCED_TEXT = {"missing": 0.0, "confusion": 0.03, "alias": 0.2, "typo": 0.04}
+"""Transcript noise of the imbalanced variant: never missing, 3 % wrong digit words, fewer typos."""
 ASTERISK_PACKAGE = "asterisk-core-sounds-en-wav"
 SPEECH_RMS = 0.05
 LICENSES = (
@@ -378,6 +382,33 @@ def build_avdigits(
         dataset.save_to_disk(output_dir)
         _write_readme(Path(output_dir), dataset, config)
     return dataset
+
+
+def retranscribe(
+    dataset: DatasetDict, seed: int = 0, missing: float = 0.0, confusion: float = 0.03, alias: float = 0.2,
+    typo: float = 0.04,
+) -> DatasetDict:  # fmt: skip
+    """New noisy transcripts of each row's spoken digit (``text``, ``text_digit``); every other column is kept.
+
+    Deterministic for a seed: row ``i`` of split ``s`` draws from its own generator, seeded by ``(seed, s, i)``.
+    ``retranscribe(agree, **IMBALANCED_TEXT)`` is the imbalanced AV-Digits variant.
+    """
+    splits = {}
+    for index, (name, split) in enumerate(dataset.items()):
+        texts, digits = [], []
+        for row, digit in enumerate(split["audio_digit"]):
+            text, text_digit = _make_text(
+                digit, np.random.default_rng([seed, index, row]), missing, confusion, alias, typo
+            )
+            texts.append(text)
+            digits.append(text_digit)
+        splits[name] = (
+            split.remove_columns(["text", "text_digit"])
+            .add_column("text", texts, feature=FEATURES["text"])
+            .add_column("text_digit", digits, feature=FEATURES["text_digit"])
+            .select_columns(list(FEATURES))
+        )
+    return DatasetDict(splits)
 
 
 def _write_readme(output_dir: Path, dataset: DatasetDict, config: dict) -> None:
