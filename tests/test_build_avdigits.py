@@ -95,6 +95,23 @@ def test_clean_text_is_the_digit_word(tmp_path):
 
 
 @requires_tts
+def test_imbalanced_variant_keeps_images_audio_and_labels_with_clean_transcripts(agree):
+    imbalanced = avd.retranscribe(agree, seed=0, **avd.IMBALANCED_TEXT)
+    assert imbalanced.keys() == agree.keys()
+    for name, split in imbalanced.items():
+        assert split.features == avd.FEATURES
+        same = [c for c in avd.FEATURES if c not in ("text", "text_digit")]
+        assert split.select_columns(same).data.table.equals(agree[name].select_columns(same).data.table), name
+        assert None not in split["text"]  # never missing
+        words = np.asarray(split["text_digit"])
+        assert (words >= 0).all() and (words == np.asarray(split["audio_digit"])).mean() > 0.8
+    again = avd.retranscribe(agree, seed=0, **avd.IMBALANCED_TEXT)
+    assert again["train"]["text"] == imbalanced["train"]["text"]  # deterministic for a seed
+    clean = avd.retranscribe(agree, missing=0.0, confusion=0.0, alias=0.0, typo=0.0)
+    assert clean["test"]["text"] == [avd.DIGIT_WORDS[d] for d in agree["test"]["audio_digit"]]
+
+
+@requires_tts
 def test_sum_task(tmp_path):
     ds = avd.build_avdigits(task="sum", text_confusion_prob=0.0, cache_dir=str(tmp_path), **SIZES)
     for split in ds.values():

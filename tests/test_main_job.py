@@ -1,8 +1,9 @@
 """The main job (`examples/run_benchmark.py`), scaled down: the whole pipeline end to end, as the README runs it.
 
-It builds the AV-Digits data (espeak-ng / flite), fine-tunes every run with the Trainer, writes the report, and saves
-the best fused model with its processor and card. The saved checkpoint must reproduce the reported test accuracy
-from the raw test split (images, transcripts, waveforms) through `AutoProcessor` and the Auto head class.
+It builds the AV-Digits data (espeak-ng / flite), fine-tunes every run with the Trainer, chooses the recipe on the
+validation split, trains it with three seeds, scores the baselines, writes the report, and saves the selected fused
+model with its processor and card. The saved checkpoint must reproduce the reported test accuracy from the raw test
+split (images, transcripts, waveforms) through `AutoProcessor` and the Auto head class.
 """
 
 import json
@@ -29,45 +30,93 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, str]:
     work = tmp_path_factory.mktemp("main_job")
     data_dir, output_dir = work / "data", work / "report"
     command = [sys.executable, str(ROOT / "examples" / "run_benchmark.py"), "--quick", "true", "--fusion_types",
                "concat,transformer", "--data_dir", str(data_dir), "--output_dir", str(output_dir)]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    return data_dir, output_dir, json.loads((output_dir / "report.json").read_text())
+    return data_dir, output_dir, json.loads((output_dir / "report.json").read_text()), completed.stdout
 
 
-def test_report_covers_every_run_and_target(quick_run: tuple[Path, Path, dict]) -> None:
-    _, output_dir, report = quick_run
-    names = {run["name"] for run in report["runs"]}
+def fused_name(task: str, fusion_type: str, balance: str, seed: int = 0) -> str:
+    return (
+        f"{task}-fused-{fusion_type}" + (f"-{balance}" if balance != "none" else "") + (f"-seed{seed}" if seed else "")
+    )
+
+
+def test_report_covers_every_run_and_target(quick_run: tuple[Path, Path, dict, str]) -> None:
+    _, output_dir, report, _ = quick_run
+    summary, by_name = report["summary"], {run["name"]: run for run in report["runs"]}
+    fusion = summary["agree"]["fusion_type"]
     expected = {"agree-fused-concat", "agree-fused-transformer", "sum-fused", "sum-image-digit", "sum-audio-digit"}
     expected |= {f"agree-{m}-only" for m in mm.MODALITIES} | {f"agree-without-{m}" for m in mm.MODALITIES}
+    expected |= {"imbalanced-text-only", "imbalanced-without-vision", "imbalanced-without-audio"}
     expected |= {"sum-vision-only", "sum-audio-only"}
-    assert names == expected
+    for task in ("agree", "imbalanced"):
+        expected |= {fused_name(task, fusion, b) for b in ("none", "ogm_ge", "unimodal_first")}
+        expected |= {fused_name(task, fusion, summary[task]["balance"], seed) for seed in (1, 2)}
+    assert set(by_name) == expected and len(report["runs"]) == len(expected)
     for run in report["runs"]:
         assert 0.0 <= run["test_accuracy"] <= 1.0 and run["train_loss"] > 0
-        if len(run["modalities"]) > 1:  # every fused model is also scored with each modality dropped
-            assert {f"test_without_{m}_accuracy" for m in run["modalities"]} <= set(run)
+        if len(run["modalities"]) > 1:  # every multimodal model is also scored with each modality dropped
+            assert {f"{s}_without_{m}_accuracy" for m in run["modalities"] for s in ("validation", "test")} <= set(run)
         assert "test_real_accuracy" in run  # the human-speech split is evaluated
+    assert by_name[fused_name("agree", fusion, "ogm_ge")]["balance"] == "ogm_ge"
 
-    summary = report["summary"]
-    assert len(summary["targets"]) == 6 and all(isinstance(v, bool) for v in summary["targets"].values())
-    by_name = {run["name"]: run for run in report["runs"]}
+    # the recipe is chosen on validation: the fusion type, then the balance option, by the validation score
+    for run in report["runs"]:
+        if "validation_score" in run:
+            keys = ["validation_accuracy"] + [f"validation_without_{m}_accuracy" for m in run["modalities"]]
+            assert run["validation_score"] == pytest.approx(np.mean([run[k] for k in keys]))
+    sweep = {f: by_name[f"agree-fused-{f}"]["validation_score"] for f in ("concat", "transformer")}
+    assert fusion == max(sweep, key=sweep.get)
+    for task in ("agree", "imbalanced"):
+        s = summary[task]
+        scores = {
+            b: by_name[fused_name(task, fusion, b)]["validation_score"] for b in ("none", "ogm_ge", "unimodal_first")
+        }
+        assert s["validation_scores"] == pytest.approx(scores) and s["balance"] == max(scores, key=scores.get)
+        chosen = [by_name[fused_name(task, fusion, s["balance"], seed)]["test_accuracy"] for seed in (0, 1, 2)]
+        assert s["fused_test_accuracy"]["mean"] == pytest.approx(np.mean(chosen))
+        assert s["fused_test_accuracy"]["std"] == pytest.approx(np.std(chosen, ddof=1))
+        assert set(s["baselines"]) == {
+            "vision probe",
+            "text probe",
+            "audio probe",
+            "concatenated probe",
+            "late fusion",
+        }
+        assert all(b.get("C", 1.0) in (0.01, 0.1, 1.0, 10.0) for b in s["baselines"].values())
+        assert s["best_baseline_accuracy"] == max(b["test_accuracy"] for b in s["baselines"].values())
+    # the imbalanced variant shares agree's images and audio: its vision / audio models are agree's
+    assert summary["imbalanced"]["single_accuracy"]["vision"] == by_name["agree-vision-only"]["test_accuracy"]
+    assert summary["imbalanced"]["trained_without"]["text"] == by_name["agree-without-text"]["test_accuracy"]
+
+    assert len(summary["targets"]) == 10 and all(isinstance(v, bool) for v in summary["targets"].values())
     ceiling = by_name["sum-image-digit"]["test_accuracy"] * by_name["sum-audio-digit"]["test_accuracy"]
-    assert summary["sum_ceiling"] == pytest.approx(ceiling)
-    best = max((r for r in report["runs"] if r["name"].startswith("agree-fused-")), key=lambda r: r["test_accuracy"])
-    assert summary["agree_best_fusion_type"] == best["fusion_type"]
+    assert summary["sum"]["ceiling"] == pytest.approx(ceiling)
     assert report["meta"]["caching"]["speedup"] > 1  # cached text embeddings beat re-running MiniLM
     assert (output_dir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"| {best['fusion_type']} | {100 * best['test_accuracy']:.1f} |" in (output_dir / "report.md").read_text()
+    text = (output_dir / "report.md").read_text()
+    assert f"| {fusion} | {100 * by_name['agree-fused-' + fusion]['validation_score']:.1f} |" in text
 
 
-def test_saved_model_reproduces_reported_accuracy_from_raw_inputs(quick_run: tuple[Path, Path, dict]) -> None:
+def test_output_is_one_line_per_run(quick_run: tuple[Path, Path, dict, str]) -> None:
+    """No raw Trainer log dicts, no weight-loading bars: the run bar and one result line per run."""
+    _, _, report, stdout = quick_run
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    for run in report["runs"]:
+        assert sum(line.startswith(f"{run['name']}: ") for line in lines) == 1, run["name"]
+    assert not any(line.lstrip().startswith("{") for line in lines)
+    assert "train_runtime" not in stdout and "Loading weights" not in stdout and "targets met" in lines[-1]
+
+
+def test_saved_model_reproduces_reported_accuracy_from_raw_inputs(quick_run: tuple[Path, Path, dict, str]) -> None:
     import run_benchmark
 
-    data_dir, output_dir, report = quick_run
+    data_dir, output_dir, report, _ = quick_run
     folder = output_dir / run_benchmark.MODEL_FOLDER
     reported = json.loads((folder / "mmfnet_results.json").read_text())
     card = (folder / "README.md").read_text()
