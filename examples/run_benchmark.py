@@ -40,6 +40,7 @@ accuracies repeat exactly, timings do not (see the README for the measured sprea
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -115,7 +116,7 @@ class BenchmarkArguments:
     seeds: str = field(
         default="0,1,2", metadata={"help": "Training seeds of the chosen recipes (the first: all runs)."}
     )
-    epochs: float = 12.0
+    epochs: float = 10.0
     unimodal_first_epochs: float = field(
         default=30.0, metadata={"help": "Epochs of the fusion trained on frozen unimodal encoders' embeddings."}
     )
@@ -853,7 +854,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ):
         raise SystemExit(f"--balance_options: 'none' first, then any of {BALANCE_OPTIONS}; --fusion_types: "
                          f"any of {FUSION_TYPES}")  # fmt: skip
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     text_path = args.text_encoder or default_text_encoder()
     processor = MMFNetProcessor(
         image_processor=conv_image_processor(16),
@@ -927,8 +928,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = runner.results
     summary = summarize(results, runner, choices, baselines, seeds, caching)
     command = "python examples/run_benchmark.py" + (" --quick true" if args.quick else "")
+    if args.num_threads != 2 or args.epochs != 10.0:
+        command += f" --num_threads {args.num_threads}" * (args.num_threads != 2)
+        command += f" --epochs {args.epochs:g}" * (args.epochs != 10.0 and not args.quick)
     meta = {"command": command, "machine": machine_description(), "arguments": asdict(args), "caching": caching,
-            "data_seconds": round(data_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+            "data_seconds": round(data_seconds, 1), "seconds": round(time.perf_counter() - started, 1),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1),
+            "load_average": [round(v, 1) for v in os.getloadavg()]}  # fmt: skip
     output_dir = Path(args.output_dir)
     write_report(output_dir, results, summary, meta, runner)
     save_best_model(output_dir / MODEL_FOLDER, best_model, processor, chosen_result, raw["agree"]["test"],
