@@ -10,8 +10,12 @@ from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings
 from .card_mmfnet import generate_model_card, write_model_card
 from .configuration_mmfnet import FUSION_TYPES, MODALITIES, POOLING_TYPES, MMFNetConfig, MMFNetConvConfig
 from .modeling_mmfnet import (
+    EMBEDS_INPUT_NAMES,
+    ENCODER_INPUT_NAMES,
+    MMFNET_INPUT_NAMES,
     MMFNetClassifierOutput,
     MMFNetForClassification,
+    MMFNetForSequenceClassification,
     MMFNetModel,
     MMFNetModelOutput,
     MMFNetPreTrainedModel,
@@ -23,18 +27,21 @@ AutoConfig.register(MMFNetConfig.model_type, MMFNetConfig, exist_ok=True)
 AutoConfig.register(MMFNetConvConfig.model_type, MMFNetConvConfig, exist_ok=True)
 AutoModel.register(MMFNetConfig, MMFNetModel, exist_ok=True)
 AutoModel.register(MMFNetConvConfig, MMFNetConvModel, exist_ok=True)
-AutoModelForSequenceClassification.register(MMFNetConfig, MMFNetForClassification, exist_ok=True)
+AutoModelForSequenceClassification.register(MMFNetConfig, MMFNetForSequenceClassification, exist_ok=True)
 AutoProcessor.register(MMFNetConfig, MMFNetProcessor, exist_ok=True)
 
 MMFNetConfig.register_for_auto_class()
 MMFNetConvConfig.register_for_auto_class()
 MMFNetModel.register_for_auto_class("AutoModel")
 MMFNetConvModel.register_for_auto_class("AutoModel")
-MMFNetForClassification.register_for_auto_class("AutoModelForSequenceClassification")
+MMFNetForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 MMFNetProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "EMBEDS_INPUT_NAMES",
+    "ENCODER_INPUT_NAMES",
     "FUSION_TYPES",
+    "MMFNET_INPUT_NAMES",
     "MODALITIES",
     "POOLING_TYPES",
     "MMFNetClassifierOutput",
@@ -44,6 +51,7 @@ __all__ = [
     "MMFNetDataCollator",
     "MMFNetEmbeddingCollator",
     "MMFNetForClassification",
+    "MMFNetForSequenceClassification",
     "MMFNetModel",
     "MMFNetModelOutput",
     "MMFNetPreTrainedModel",

@@ -12,10 +12,13 @@ Precomputed pooled features (`vision_embeds=`, …) skip the encoder, which is h
 
 import contextlib
 import copy
+import functools
 import inspect
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -25,7 +28,9 @@ from torch.nn import functional as F
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_mmfnet import MODALITIES, MMFNetConfig
 from .fusion_mmfnet import (
@@ -38,12 +43,75 @@ from .fusion_mmfnet import (
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
 
+logger = logging.get_logger(__name__)
+
 ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "vision": ("pixel_values",),
     "text": ("input_ids", "attention_mask", "token_type_ids"),
     "audio": ("input_values", "input_features", "audio_attention_mask"),
 }
 """The `forward` arguments that feed each modality's encoder (the first of each group marks it present)."""
+
+EMBEDS_INPUT_NAMES: dict[str, str] = {modality: f"{modality}_embeds" for modality in MODALITIES}
+"""The `forward` argument that carries each modality's precomputed pooled encoder features."""
+
+MMFNET_INPUT_NAMES: tuple[str, ...] = (
+    *(name for modality in MODALITIES for name in ENCODER_INPUT_NAMES[modality]),
+    *EMBEDS_INPUT_NAMES.values(),
+    "modality_mask",
+)
+"""Every input argument of MMFNet's `forward`s and `get_modality_embeddings`, in signature order (all optional)."""
+
+ENCODER_KWARGS: tuple[str, ...] = ("output_attentions", "output_hidden_states")
+"""The `TransformersKwargs` that MMFNet passes through to every encoder it runs."""
+
+
+def mmfnet_inputs(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `function(self, inputs, ...)` MMFNet's input arguments as explicit, optional parameters.
+
+    The inputs are written once, in `MMFNET_INPUT_NAMES`; the decorated method's public signature is
+    `(self, <MMFNET_INPUT_NAMES>=None, <its own parameters after inputs>, **kwargs)`, so `inspect.signature`, the
+    Trainer's column filter, `main_input_name` and positional calls all see the same ordered list. The method
+    receives them gathered in one dict `inputs` (name → tensor or None).
+    """
+    parameters = list(inspect.signature(function).parameters.values())
+    if len(parameters) < 2 or parameters[1].name != "inputs":
+        raise TypeError(f"{function.__qualname__} must take `(self, inputs, ...)` to receive MMFNet's inputs.")
+    input_parameters = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=torch.Tensor | None)
+        for name in MMFNET_INPUT_NAMES
+    ]
+    signature = inspect.signature(function).replace(parameters=[parameters[0], *input_parameters, *parameters[2:]])
+    positional = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    positional = positional[1:]  # without self
+
+    @functools.wraps(function)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > len(positional):
+            raise TypeError(
+                f"{function.__qualname__}() takes at most {len(positional)} positional arguments "
+                f"({', '.join(positional)}), got {len(args)}."
+            )
+        for name, value in zip(positional, args, strict=False):
+            if name in kwargs:
+                raise TypeError(f"{function.__qualname__}() got multiple values for argument `{name}`.")
+            kwargs[name] = value
+        inputs = {name: kwargs.pop(name, None) for name in MMFNET_INPUT_NAMES}
+        return function(self, inputs, **kwargs)
+
+    wrapper.__signature__ = signature
+    return wrapper
+
+
+def split_encoder_kwargs(kwargs: dict[str, Any], caller: str) -> dict[str, Any]:
+    """The `output_attentions` / `output_hidden_states` kwargs to pass to the encoders; refuse any other kwarg."""
+    unknown = sorted(set(kwargs) - set(ENCODER_KWARGS))
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unexpected keyword arguments {unknown}; it takes the inputs {list(MMFNET_INPUT_NAMES)}"
+            f" and {list(ENCODER_KWARGS)} (plus `return_dict`)."
+        )
+    return {name: value for name, value in kwargs.items() if value is not None}
 
 
 @dataclass
@@ -66,6 +134,10 @@ class MMFNetModelOutput(ModelOutput):
     text_model_output: BaseModelOutput | None = None
     audio_model_output: BaseModelOutput | None = None
 
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The set fields in order, each encoder output as a tuple too (as `CLIPOutput` does)."""
+        return tuple(value.to_tuple() if key.endswith("_model_output") else value for key, value in self.items())
+
 
 @dataclass
 class MMFNetClassifierOutput(ModelOutput):
@@ -77,6 +149,8 @@ class MMFNetClassifierOutput(ModelOutput):
     fused_embeds, modality_embeds, modality_mask: see [`MMFNetModelOutput`].
     unimodal_logits (`torch.FloatTensor` of shape `(batch_size, num_modalities, num_labels)`, *optional*):
         The auxiliary per-modality heads' scores (when `aux_unimodal_weight > 0`).
+    vision_model_output / text_model_output / audio_model_output (`BaseModelOutput`, *optional*):
+        The encoders' outputs, with their attentions / hidden states when asked for; see [`MMFNetModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -85,6 +159,13 @@ class MMFNetClassifierOutput(ModelOutput):
     modality_embeds: torch.FloatTensor | None = None
     modality_mask: torch.BoolTensor | None = None
     unimodal_logits: torch.FloatTensor | None = None
+    vision_model_output: BaseModelOutput | None = None
+    text_model_output: BaseModelOutput | None = None
+    audio_model_output: BaseModelOutput | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The set fields in order, each encoder output as a tuple too (as `CLIPOutput` does)."""
+        return tuple(value.to_tuple() if key.endswith("_model_output") else value for key, value in self.items())
 
 
 def encoder_hidden_size(config: PreTrainedConfig) -> int:
@@ -99,12 +180,42 @@ def encoder_hidden_size(config: PreTrainedConfig) -> int:
     raise ValueError(f"Cannot tell the output width of a {type(config).__name__}; set `hidden_size` on it.")
 
 
-def build_encoder(config: PreTrainedConfig) -> PreTrainedModel:
-    """A randomly initialised encoder for `config` (the encoder half of encoder-decoder models)."""
+def has_pooling_flag(encoder_class: type) -> bool:
+    """Whether the encoder class builds its pooler optionally (`add_pooling_layer`, as BERT and ViT do)."""
+    return "add_pooling_layer" in inspect.signature(encoder_class.__init__).parameters
+
+
+def build_encoder(config: PreTrainedConfig, with_pooler: bool = True) -> PreTrainedModel:
+    """A randomly initialised encoder for `config` (the encoder half of encoder-decoder models).
+
+    `with_pooler=False` builds it without its pooler where the class allows it (`add_pooling_layer=False`).
+    """
     if config.model_type == MMFNetConvModel.config_class.model_type:  # unknown to AutoModel in remote-code processes
         return MMFNetConvModel(config)
-    encoder = AutoModel.from_config(config)
-    return encoder.get_encoder() if getattr(config, "is_encoder_decoder", False) else encoder
+    kwargs = {}
+    if not with_pooler:
+        encoder_class = AutoModel._model_mapping.get(type(config), None)
+        if isinstance(encoder_class, type) and has_pooling_flag(encoder_class):
+            kwargs["add_pooling_layer"] = False
+    encoder = AutoModel.from_config(config, **kwargs)
+    encoder = encoder.get_encoder() if getattr(config, "is_encoder_decoder", False) else encoder
+    return drop_pooler(encoder) if not with_pooler else encoder
+
+
+def drop_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
+    """Remove an encoder's own pooler that MMFNet does not use (its weights would never get a gradient).
+
+    Classes with `add_pooling_layer` accept `pooler = None`; another class's pooler is kept but frozen, so that
+    DDP with `find_unused_parameters=False` and gradient checkpointing see no trainable parameter without a grad.
+    """
+    pooler = getattr(encoder, "pooler", None)
+    if not isinstance(pooler, nn.Module):
+        return encoder
+    if has_pooling_flag(type(encoder)):
+        encoder.pooler = None
+    else:
+        pooler.requires_grad_(False)
+    return encoder
 
 
 class MMFNetPooler(nn.Module):
@@ -170,6 +281,7 @@ class MMFNetMissingEmbedding(nn.Embedding):
 class MMFNetPreTrainedModel(PreTrainedModel):
     config: MMFNetConfig
     base_model_prefix = "mmfnet"
+    main_input_name = MMFNET_INPUT_NAMES[0]  # `pixel_values`: the first argument of every forward
     input_modalities = ("image", "text", "audio")
     supports_gradient_checkpointing = True
     _no_split_modules = ["MMFNetFusionTransformerLayer"]  # the encoders' own are gathered from the children
@@ -178,6 +290,9 @@ class MMFNetPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     accepts_loss_kwargs = False
+    # an encoder's own pooler is not built when the config pools otherwise: its weights in a pretrained encoder or
+    # in an older checkpoint are expected leftovers
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)(vision|text|audio)_model\.pooler\."]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Xavier for fusion layers (the default N(0, 0.02) can stall a fusion head), explicit init for raw params."""
@@ -206,7 +321,7 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MMFNetMissingEmbedding):
             # projected embeddings are layer-normed (unit scale): the missing embedding lives on that scale
             init.normal_(module.weight, std=1.0)
-        elif isinstance(module, MMFNetForClassification):
+        elif isinstance(module, MMFNetForSequenceClassification):
             if module.logit_scale is not None:
                 init.constant_(module.logit_scale, self.config.logit_scale_init_value)
         else:
@@ -285,8 +400,14 @@ class MMFNetModel(MMFNetPreTrainedModel):
             instead of randomly initialised ones (see `from_encoders_pretrained`).
     """
 
-    # a head checkpoint loads as the base model: its head weights are expected leftovers
-    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^unimodal_classifier\.", r"^logit_scale$"]
+    # a head checkpoint loads as the base model: its head weights are expected leftovers; so are an encoder's own
+    # pooler weights (in a pretrained encoder or an older checkpoint) when the config pools otherwise
+    _keys_to_ignore_on_load_unexpected = [
+        r"^classifier\.",
+        r"^unimodal_classifier\.",
+        r"^logit_scale$",
+        *MMFNetPreTrainedModel._keys_to_ignore_on_load_unexpected,
+    ]
 
     def __init__(
         self,
@@ -306,11 +427,14 @@ class MMFNetModel(MMFNetPreTrainedModel):
                     raise ValueError(f"`{modality}_model` was given but `config.{modality}_config` is None.")
                 setattr(self, f"{modality}_model", None)
                 continue
+            uses_pooler = getattr(config, f"{modality}_pooling") == "pooler"
             if encoder is None:
-                encoder = build_encoder(sub_config)
+                encoder = build_encoder(sub_config, with_pooler=uses_pooler)
             else:  # share one config object with the composite config, keeping the encoder's attention kernel
                 sub_config._attn_implementation = encoder.config._attn_implementation
                 encoder.config = sub_config
+                if not uses_pooler:
+                    drop_pooler(encoder)
             setattr(self, f"{modality}_model", encoder)
             setattr(
                 self,
@@ -318,7 +442,10 @@ class MMFNetModel(MMFNetPreTrainedModel):
                 MMFNetPooler(getattr(config, f"{modality}_pooling"), encoder_hidden_size(sub_config), modality),
             )
             setattr(self, f"{modality}_projection", MMFNetProjection(encoder_hidden_size(sub_config), config))
-            self._encoder_arguments[modality] = frozenset(inspect.signature(encoder.forward).parameters)
+            parameters = inspect.signature(encoder.forward).parameters.values()
+            self._encoder_arguments[modality] = frozenset(
+                "**" if p.kind is inspect.Parameter.VAR_KEYWORD else p.name for p in parameters
+            )
         self.missing_embeddings = MMFNetMissingEmbedding(len(config.modalities), config.fusion_dim)
         self.fusion = build_fusion(config)
         self.post_init()
@@ -327,7 +454,19 @@ class MMFNetModel(MMFNetPreTrainedModel):
                 getattr(self, f"{modality}_model").requires_grad_(False)
 
     def get_input_embeddings(self) -> nn.Module | None:
+        """The text encoder's token embeddings (None without a text modality)."""
         return self.text_model.get_input_embeddings() if self.text_model is not None else None
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the text encoder's token embeddings and keep `config.text_config.vocab_size` in step."""
+        if self.text_model is None:
+            raise ValueError(
+                f"This MMFNet has no text encoder (config.text_config is None; modalities: {self.config.modalities}),"
+                " so it has no input embeddings to set."
+            )
+        self.text_model.set_input_embeddings(value)
+        if isinstance(value, nn.Embedding):
+            self.config.text_config.vocab_size = value.num_embeddings
 
     def train(self, mode: bool = True) -> "MMFNetModel":
         """Like `nn.Module.train`, but encoders frozen by the config stay in eval mode (no dropout noise)."""
@@ -338,10 +477,10 @@ class MMFNetModel(MMFNetPreTrainedModel):
         return self
 
     # ----------------------------------------------------------------------------------------------- input checks
-    def _gather_inputs(
-        self, raw: dict[str, torch.Tensor | None], embeds: dict[str, torch.Tensor | None]
-    ) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
-        """Group the forward arguments by modality, check them, and return them with the batch size."""
+    def _gather_inputs(self, inputs: dict[str, torch.Tensor | None]) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
+        """Group the input arguments (`MMFNET_INPUT_NAMES`) by modality, check them, return them and the batch size."""
+        raw = {name: inputs.get(name) for name in MMFNET_INPUT_NAMES}
+        embeds = {modality: raw[name] for modality, name in EMBEDS_INPUT_NAMES.items()}
         if raw["input_values"] is not None and raw["input_features"] is not None:
             raise ValueError("Pass the audio as `input_values` or as `input_features`, not both.")
         if raw["input_ids"] is None and raw["attention_mask"] is not None:
@@ -446,9 +585,12 @@ class MMFNetModel(MMFNetPreTrainedModel):
 
     # -------------------------------------------------------------------------------------------------- encoding
     def _encode(
-        self, modality: str, tensors: dict[str, torch.Tensor], output_hidden_states: bool | None
+        self, modality: str, tensors: dict[str, torch.Tensor], encoder_kwargs: dict[str, Any]
     ) -> tuple[torch.Tensor, BaseModelOutput]:
-        """Run one encoder and pool its tokens: `(B, H)` plus the raw encoder output."""
+        """Run one encoder and pool its tokens: `(B, H)` plus the raw encoder output.
+
+        `encoder_kwargs` (`output_attentions`, `output_hidden_states`) go to encoders whose forward takes them.
+        """
         encoder = getattr(self, f"{modality}_model")
         accepted = self._encoder_arguments[modality]
         kwargs: dict[str, Any] = {}
@@ -464,8 +606,7 @@ class MMFNetModel(MMFNetPreTrainedModel):
             kwargs["attention_mask"] = mask
         if "token_type_ids" in kwargs and "token_type_ids" not in accepted:
             kwargs.pop("token_type_ids")
-        if output_hidden_states:
-            kwargs["output_hidden_states"] = True
+        kwargs.update({k: v for k, v in encoder_kwargs.items() if k in accepted or "**" in accepted})
         trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         with contextlib.nullcontext() if trainable else torch.no_grad():
             outputs = encoder(**kwargs, return_dict=True)
@@ -493,38 +634,26 @@ class MMFNetModel(MMFNetPreTrainedModel):
         lengths = torch.ceil(input_mask.sum(-1) * (length / input_mask.shape[1]))
         return torch.arange(length, device=hidden_states.device) < lengths.unsqueeze(-1)
 
-    def get_modality_embeddings(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        input_values: torch.Tensor | None = None,
-        input_features: torch.Tensor | None = None,
-        audio_attention_mask: torch.Tensor | None = None,
-        modality_mask: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    @mmfnet_inputs
+    def get_modality_embeddings(self, inputs: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
         r"""Pooled encoder features per given modality, keyed `vision_embeds` / `text_embeds` / `audio_embeds`.
 
-        Feed them back as `forward(vision_embeds=…)` to skip the encoders: with frozen encoders, compute them
-        once (e.g. in `datasets.map`) and train only the fusion. Rows absent in `modality_mask` are zeros.
+        Takes the inputs of `forward`. Feed the result back as `forward(vision_embeds=…)` to skip the encoders: with
+        frozen encoders, compute them once (e.g. in `datasets.map`) and train only the fusion. Rows absent in
+        `modality_mask` are zeros; precomputed features given here come back unchanged.
         """
-        raw = {
-            "pixel_values": pixel_values,
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "input_values": input_values,
-            "input_features": input_features,
-            "audio_attention_mask": audio_attention_mask,
-        }
-        grouped, batch_size = self._gather_inputs(raw, dict.fromkeys(MODALITIES))
+        grouped, batch_size = self._gather_inputs(inputs)
         device = next(iter(next(iter(grouped.values())).values())).device
-        mask = self._presence_mask(grouped, modality_mask, batch_size, device)
+        mask = self._presence_mask(grouped, inputs["modality_mask"], batch_size, device)
         embeds = {}
         for index, modality in enumerate(self.config.modalities):
-            if modality in grouped:
-                embeds[f"{modality}_embeds"] = self._encode_rows(modality, grouped[modality], mask[:, index], None)[0]
+            if modality not in grouped:
+                continue
+            name = EMBEDS_INPUT_NAMES[modality]
+            tensors = grouped[modality]
+            embeds[name] = (
+                tensors[name] if name in tensors else self._encode_rows(modality, tensors, mask[:, index], {})[0]
+            )
         return embeds
 
     def _encode_rows(
@@ -532,37 +661,27 @@ class MMFNetModel(MMFNetPreTrainedModel):
         modality: str,
         tensors: dict[str, torch.Tensor],
         present: torch.Tensor,
-        output_hidden_states: bool | None,
+        encoder_kwargs: dict[str, Any],
         all_present: bool = False,
     ) -> tuple[torch.Tensor | None, BaseModelOutput | None]:
         """Encode only the rows where the modality is present; other rows of the `(B, H)` result are zeros."""
         if all_present:
-            return self._encode(modality, tensors, output_hidden_states)
+            return self._encode(modality, tensors, encoder_kwargs)
         rows = present.nonzero().flatten()
         if rows.numel() == 0:
             return None, None
         if rows.numel() == present.shape[0]:
-            return self._encode(modality, tensors, output_hidden_states)
+            return self._encode(modality, tensors, encoder_kwargs)
         pooled_rows, outputs = self._encode(
-            modality, {k: v.index_select(0, rows) for k, v in tensors.items()}, output_hidden_states
+            modality, {k: v.index_select(0, rows) for k, v in tensors.items()}, encoder_kwargs
         )
         pooled = pooled_rows.new_zeros(present.shape[0], pooled_rows.shape[1]).index_copy(0, rows, pooled_rows)
         return pooled, outputs
 
+    @can_return_tuple
+    @mmfnet_inputs
     def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        input_values: torch.Tensor | None = None,
-        input_features: torch.Tensor | None = None,
-        audio_attention_mask: torch.Tensor | None = None,
-        vision_embeds: torch.Tensor | None = None,
-        text_embeds: torch.Tensor | None = None,
-        audio_embeds: torch.Tensor | None = None,
-        modality_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        self, inputs: dict[str, torch.Tensor | None], **kwargs: Unpack[TransformersKwargs]
     ) -> MMFNetModelOutput:
         r"""
         pixel_values (`(B, C, H, W)`): images for the vision encoder.
@@ -573,18 +692,13 @@ class MMFNetModel(MMFNetPreTrainedModel):
             `get_modality_embeddings`); they replace the encoder's inputs.
         modality_mask (`(B, M)` bool): which modality each sample has (columns: `config.modalities`); default:
             every given modality is present for every sample. Absent rows are not encoded.
+        output_attentions / output_hidden_states (`bool` or, for hidden states, a list of layer indices): passed to
+            each encoder; its attentions / hidden states come back in `{modality}_model_output`.
+        return_dict (`bool`, defaults to `config.return_dict`): `False` returns `to_tuple()` of the output.
         """
-        raw = {
-            "pixel_values": pixel_values,
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "input_values": input_values,
-            "input_features": input_features,
-            "audio_attention_mask": audio_attention_mask,
-        }
-        embeds = {"vision": vision_embeds, "text": text_embeds, "audio": audio_embeds}
-        grouped, batch_size = self._gather_inputs(raw, embeds)
+        encoder_kwargs = split_encoder_kwargs(kwargs, f"{type(self).__name__}.forward")
+        grouped, batch_size = self._gather_inputs(inputs)
+        modality_mask = inputs["modality_mask"]
         missing = self.missing_embeddings.weight  # (M, d): row m stands in for modality m where it is absent
         device = missing.device
         mask = self._presence_mask(grouped, modality_mask, batch_size, device)
@@ -599,11 +713,11 @@ class MMFNetModel(MMFNetPreTrainedModel):
             pooled = None
             if modality in grouped:
                 tensors = grouped[modality]
-                if f"{modality}_embeds" in tensors:
-                    pooled = tensors[f"{modality}_embeds"].to(missing.dtype)
+                if EMBEDS_INPUT_NAMES[modality] in tensors:
+                    pooled = tensors[EMBEDS_INPUT_NAMES[modality]].to(missing.dtype)
                 else:
                     pooled, encoder_outputs[modality] = self._encode_rows(
-                        modality, tensors, mask[:, index], output_hidden_states, all_present
+                        modality, tensors, mask[:, index], encoder_kwargs, all_present
                     )
             if pooled is None:
                 projected.append(missing[index].expand(batch_size, -1))
@@ -621,14 +735,15 @@ class MMFNetModel(MMFNetPreTrainedModel):
         )
 
 
-class MMFNetForClassification(MMFNetPreTrainedModel):
+class MMFNetForSequenceClassification(MMFNetPreTrainedModel):
     r"""MMFNet with a linear head on the fused embedding: single-label or multi-label classification, or
     regression, chosen by `config.problem_type` (inferred from `num_labels` and the labels' dtype when unset, as
-    in `*ForSequenceClassification`).
+    in `*ForSequenceClassification`, for each call: a forward never changes the config).
 
     `loss = task + aux_unimodal_weight · mean_{present m} task(head_m(x_m)) + contrastive_weight · L_clip`, where
-    `L_clip` is the symmetric InfoNCE between each pair of modalities over the samples that have both, with
-    scale `min(exp(logit_scale), 100)`.
+    `task` is `self.loss_function` (transformers' `ForSequenceClassificationLoss`: cross-entropy ignoring `-100`,
+    BCE-with-logits or MSE), and `L_clip` is the symmetric InfoNCE between each pair of modalities over the samples
+    that have both, with scale `min(exp(logit_scale), 100)`.
     """
 
     def __init__(
@@ -655,45 +770,30 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module | None:
         return self.mmfnet.get_input_embeddings()
 
-    def get_modality_embeddings(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """See [`MMFNetModel.get_modality_embeddings`]."""
-        return self.mmfnet.get_modality_embeddings(**inputs)
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.mmfnet.set_input_embeddings(value)
 
+    def get_modality_embeddings(
+        self, *args: torch.Tensor | None, **inputs: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """See [`MMFNetModel.get_modality_embeddings`]."""
+        return self.mmfnet.get_modality_embeddings(*args, **inputs)
+
+    @can_return_tuple
+    @mmfnet_inputs
     def forward(
         self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        input_values: torch.Tensor | None = None,
-        input_features: torch.Tensor | None = None,
-        audio_attention_mask: torch.Tensor | None = None,
-        vision_embeds: torch.Tensor | None = None,
-        text_embeds: torch.Tensor | None = None,
-        audio_embeds: torch.Tensor | None = None,
-        modality_mask: torch.Tensor | None = None,
+        inputs: dict[str, torch.Tensor | None],
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MMFNetClassifierOutput:
         r"""
-        Inputs as in [`MMFNetModel.forward`].
+        Inputs, `output_attentions`, `output_hidden_states` and `return_dict` as in [`MMFNetModel.forward`].
         labels (`(B,)` int in `[0, num_labels)` for single-label, `(B, num_labels)` float for multi-label, `(B,)`
             or `(B, num_labels)` float for regression): the targets; `-100` marks single-label rows to ignore.
         """
-        outputs = self.mmfnet(
-            pixel_values=pixel_values,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            input_values=input_values,
-            input_features=input_features,
-            audio_attention_mask=audio_attention_mask,
-            vision_embeds=vision_embeds,
-            text_embeds=text_embeds,
-            audio_embeds=audio_embeds,
-            modality_mask=modality_mask,
-            output_hidden_states=output_hidden_states,
-        )
+        split_encoder_kwargs(kwargs, f"{type(self).__name__}.forward")
+        outputs = self.mmfnet(**inputs, **kwargs, return_dict=True)
         logits = self.classifier(self.dropout(outputs.fused_embeds))
         unimodal_logits = self.unimodal_classifier(outputs.modality_embeds) if self.unimodal_classifier else None
 
@@ -701,7 +801,9 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
         if labels is not None:
             problem_type = self._problem_type(labels)
             labels = self._check_labels(labels, problem_type, logits.shape[0])
-            loss = self._per_sample_loss(logits, labels, problem_type).mean()
+            # a per-call view of the config: transformers' loss would otherwise store the inferred problem type
+            task = SimpleNamespace(num_labels=self.num_labels, problem_type=problem_type)
+            loss = self.loss_function(labels, logits.float(), task)
             if unimodal_logits is not None:
                 num_modalities = unimodal_logits.shape[1]
                 per_modality = self._per_sample_loss(
@@ -721,17 +823,20 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
             modality_embeds=outputs.modality_embeds,
             modality_mask=outputs.modality_mask,
             unimodal_logits=unimodal_logits,
+            vision_model_output=outputs.vision_model_output,
+            text_model_output=outputs.text_model_output,
+            audio_model_output=outputs.audio_model_output,
         )
 
     def _problem_type(self, labels: torch.Tensor) -> str:
-        if self.config.problem_type is None:
-            if self.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        return self.config.problem_type
+        """`config.problem_type`, or (when unset) the one these labels imply; the config is never changed."""
+        if self.config.problem_type is not None:
+            return self.config.problem_type
+        if self.num_labels == 1:
+            return "regression"
+        if labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+            return "single_label_classification"
+        return "multi_label_classification"
 
     def _check_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
         if not isinstance(labels, torch.Tensor):
@@ -793,9 +898,16 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
         return torch.stack(losses).mean() if losses else embeds.new_zeros(())
 
 
+MMFNetForClassification = MMFNetForSequenceClassification
+"""The head's former name, kept as an alias."""
+
 __all__ = [
+    "ENCODER_INPUT_NAMES",
+    "EMBEDS_INPUT_NAMES",
+    "MMFNET_INPUT_NAMES",
     "MMFNetClassifierOutput",
     "MMFNetForClassification",
+    "MMFNetForSequenceClassification",
     "MMFNetModel",
     "MMFNetModelOutput",
     "MMFNetPreTrainedModel",
