@@ -1,16 +1,16 @@
 """Configurations of MMFNet and of its small from-scratch convolutional backbone."""
 
-from __future__ import annotations
-
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 MODALITIES: tuple[str, ...] = ("vision", "text", "audio")
-FUSION_TYPES: tuple[str, ...] = ("concat", "gated", "attention", "tensor", "low_rank", "transformer")
-POOLING_TYPES: tuple[str, ...] = ("mean", "cls", "max", "pooler", "attention")
+FusionType = Literal["concat", "gated", "attention", "tensor", "low_rank", "transformer"]
+PoolingType = Literal["mean", "cls", "max", "pooler", "attention"]
+FUSION_TYPES: tuple[str, ...] = get_args(FusionType)
+POOLING_TYPES: tuple[str, ...] = get_args(PoolingType)
 
 
 @strict
@@ -37,7 +37,7 @@ class MMFNetConvConfig(PreTrainedConfig):
     num_channels: int = 1
     hidden_sizes: list[int] | tuple[int, ...] = (32, 64, 128)
     kernel_size: int = 3
-    dropout: float = 0.0
+    dropout: float | int = 0.0
     spectrogram_normalization: str = "utterance"
     initializer_range: float = 0.02
 
@@ -71,8 +71,8 @@ class MMFNetConfig(PreTrainedConfig):
     restricted to the configured ones.
 
     Args:
-        fusion_type (`str`, defaults to `"concat"`): one of `concat`, `gated`, `attention`, `tensor`, `low_rank`,
-            `transformer` (see `fusion_mmfnet.py` for the math of each).
+        fusion_type (`Literal[...]`, defaults to `"concat"`): one of `concat`, `gated`, `attention`, `tensor`,
+            `low_rank`, `transformer` (see `fusion_mmfnet.py` for the math of each).
         fusion_dim (`int`, defaults to 256): width `d` each modality is projected to, and of the fused embedding.
         fusion_hidden_dim (`int`, defaults to 512): hidden width of the fusion MLPs / feed-forward layers.
         fusion_layers (`int`, defaults to 2): layers of the `transformer` fusion.
@@ -81,7 +81,7 @@ class MMFNetConfig(PreTrainedConfig):
             fusion; the product has `(t + 1)^M` entries.
         low_rank_rank (`int`, defaults to 4): rank `r` of the `low_rank` fusion factors.
         dropout (`float`, defaults to 0.1): dropout in projections, fusion and head.
-        vision_pooling / text_pooling / audio_pooling (`str`, defaults to `"mean"`): how an encoder's
+        vision_pooling / text_pooling / audio_pooling (`Literal[...]`, defaults to `"mean"`): how an encoder's
             `last_hidden_state` becomes one vector: `mean` / `max` (mask-aware), `cls` (first token), `pooler`
             (the backbone's `pooler_output`), `attention` (learned query, mask-aware softmax).
         modality_dropout (`float`, defaults to 0.0): in training, probability of hiding each present modality of a
@@ -106,24 +106,24 @@ class MMFNetConfig(PreTrainedConfig):
     vision_config: PreTrainedConfig | dict | None = None
     text_config: PreTrainedConfig | dict | None = None
     audio_config: PreTrainedConfig | dict | None = None
-    fusion_type: str = "concat"
+    fusion_type: FusionType = "concat"
     fusion_dim: int = 256
     fusion_hidden_dim: int = 512
     fusion_layers: int = 2
     fusion_heads: int = 4
     tensor_fusion_dim: int = 16
     low_rank_rank: int = 4
-    dropout: float = 0.1
-    vision_pooling: str = "mean"
-    text_pooling: str = "mean"
-    audio_pooling: str = "mean"
-    modality_dropout: float = 0.0
+    dropout: float | int = 0.1
+    vision_pooling: PoolingType = "mean"
+    text_pooling: PoolingType = "mean"
+    audio_pooling: PoolingType = "mean"
+    modality_dropout: float | int = 0.0
     freeze_vision: bool = False
     freeze_text: bool = False
     freeze_audio: bool = False
-    contrastive_weight: float = 0.0
+    contrastive_weight: float | int = 0.0
     logit_scale_init_value: float = 2.6592
-    aux_unimodal_weight: float = 0.0
+    aux_unimodal_weight: float | int = 0.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -133,18 +133,18 @@ class MMFNetConfig(PreTrainedConfig):
             # The seed CNN's model_type is unknown to AutoConfig in a process that loads MMFNet as remote code.
             if isinstance(sub_config, dict) and sub_config.get("model_type") == MMFNetConvConfig.model_type:
                 setattr(self, key, MMFNetConvConfig(**{k: v for k, v in sub_config.items() if k != "model_type"}))
-            elif sub_config is not None and not isinstance(sub_config, (dict, PreTrainedConfig)):
-                raise TypeError(
-                    f"`{key}` must be a PreTrainedConfig, a dict or None, got {type(sub_config).__name__}."
-                )
+        super().__post_init__(**kwargs)
+
+    # Structural checks: `@strict` runs every `validate_*` method after `__init__` and before `save_pretrained`, so
+    # a config edited after construction is checked again; the field types (Literal choices included) are checked
+    # on every assignment. Both raise `StrictDataclass…Error` naming the field, with the reason below as its cause.
+    def validate_modalities(self) -> None:
+        """At least one modality."""
         if all(getattr(self, f"{m}_config") is None for m in MODALITIES):
             raise ValueError("MMFNetConfig needs at least one of `vision_config`, `text_config`, `audio_config`.")
-        if self.fusion_type not in FUSION_TYPES:
-            raise ValueError(f"`fusion_type` must be one of {FUSION_TYPES}, got {self.fusion_type!r}.")
-        for modality in MODALITIES:
-            pooling = getattr(self, f"{modality}_pooling")
-            if pooling not in POOLING_TYPES:
-                raise ValueError(f"`{modality}_pooling` must be one of {POOLING_TYPES}, got {pooling!r}.")
+
+    def validate_fusion(self) -> None:
+        """Positive widths and counts; the transformer fusion's width splits evenly into its heads."""
         for name in (
             "fusion_dim",
             "fusion_hidden_dim",
@@ -154,12 +154,15 @@ class MMFNetConfig(PreTrainedConfig):
             "low_rank_rank",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
         if self.fusion_type == "transformer" and self.fusion_dim % self.fusion_heads:
             raise ValueError(
                 f"`fusion_dim` ({self.fusion_dim}) must be divisible by `fusion_heads` ({self.fusion_heads})."
             )
+
+    def validate_rates_and_weights(self) -> None:
+        """Dropout rates in [0, 1); loss weights >= 0."""
         for name, low, high in (
             ("dropout", 0.0, 1.0),
             ("modality_dropout", 0.0, 1.0),
@@ -167,9 +170,8 @@ class MMFNetConfig(PreTrainedConfig):
             ("aux_unimodal_weight", 0.0, float("inf")),
         ):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < high:
+            if isinstance(value, bool) or not low <= value < high:
                 raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
-        super().__post_init__(**kwargs)
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -346,6 +346,8 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         [`MMFNetConvConfig`]), or `None` for no such modality. `encoder_kwargs[modality]` goes to that encoder's
         `from_pretrained`; the other keyword arguments go to [`MMFNetConfig`] (`fusion_type`, `num_labels`, …).
         """
+        if vision is None and text is None and audio is None:
+            raise ValueError("`from_encoders_pretrained` needs at least one of `vision`, `text`, `audio`.")
         encoder_kwargs = encoder_kwargs or {}
         unknown = set(encoder_kwargs) - set(MODALITIES)
         if unknown:

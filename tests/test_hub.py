@@ -247,7 +247,7 @@ def check_pins(pins: dict[str, dict], expected: dict[str, int], shas: list[str],
             "MMFNetConfig",
             "MMFNetConvConfig",
             "MMFNetProcessor",
-            "MMFNetForClassification",
+            "MMFNetForSequenceClassification",
             "MMFNetConvModel",
             "MMFNetModel",
         ]
@@ -317,7 +317,7 @@ def test_publish_and_load_at_every_pin(
     assert got["config"]["auto_map"] == {
         "AutoConfig": "configuration_mmfnet.MMFNetConfig",
         "AutoModel": "modeling_mmfnet.MMFNetModel",
-        "AutoModelForSequenceClassification": "modeling_mmfnet.MMFNetForClassification",
+        "AutoModelForSequenceClassification": "modeling_mmfnet.MMFNetForSequenceClassification",
     }
     assert got["config"]["vision_config"]["model_type"] == "mmfnet_conv"
     assert got["processor_config"]["auto_map"] == {"AutoProcessor": "processing_mmfnet.MMFNetProcessor"}
