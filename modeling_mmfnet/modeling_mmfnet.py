@@ -294,6 +294,27 @@ class MMFNetPreTrainedModel(PreTrainedModel):
     # in an older checkpoint are expected leftovers
     _keys_to_ignore_on_load_unexpected = [r"(^|\.)(vision|text|audio)_model\.pooler\."]
 
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """`PreTrainedModel.initialize_weights`, except that each encoder is initialised with its own custom-code flag.
+
+        transformers passes the outermost model's flag down to every sub-model; MMFNet's (custom code) makes it skip
+        an encoder's modules that own no parameter directly, e.g. Wav2Vec2's feature projection, which then differ
+        between `__init__` and `from_pretrained`. MMFNet's own `_init_weights` uses only the guarded
+        `transformers.initialization` functions, so the shortcut stays only for other custom-code encoders.
+        """
+
+        def apply(module: nn.Module, function: Callable[[nn.Module, bool], None], is_custom_code: bool) -> None:
+            for child in module.children():
+                if isinstance(child, PreTrainedModel):
+                    own = isinstance(child, (MMFNetPreTrainedModel, MMFNetConvModel))
+                    apply(child, child._initialize_weights, child.is_custom_code() and not own)
+                else:
+                    apply(child, function, is_custom_code)
+            function(module, is_custom_code)
+
+        apply(self, self._initialize_weights, False)
+
     def _init_weights(self, module: nn.Module) -> None:
         """Xavier for fusion layers (the default N(0, 0.02) can stall a fusion head), explicit init for raw params."""
         std = self.config.initializer_range
@@ -301,6 +322,13 @@ class MMFNetPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):  # its own `_reset_parameters` would overwrite loaded weights
+            for weight in (module.in_proj_weight, module.q_proj_weight, module.k_proj_weight, module.v_proj_weight):
+                if weight is not None:
+                    init.xavier_uniform_(weight)
+            for bias in (module.in_proj_bias, module.bias_k, module.bias_v):
+                if bias is not None:
+                    init.zeros_(bias)
         elif isinstance(module, MMFNetModalityLinear):
             bound = math.sqrt(6.0 / sum(module.weight.shape[1:]))
             init.uniform_(module.weight, -bound, bound)
