@@ -238,6 +238,37 @@ def test_torchrun_ddp_matches_single_process(single_run, tiny_dataset, bert_no_d
             assert ddp_metrics[key] == pytest.approx(value, abs=1e-4), key
 
 
+def test_torchrun_ddp_with_activation_checkpointing_and_no_unused_parameter_search(
+    single_run, tiny_dataset, bert_no_dropout, tmp_path
+):
+    """Activation checkpointing under DDP with `find_unused_parameters=False` (the Trainer's own choice whenever
+    checkpointing is on): every trainable parameter gets a gradient (no unused BERT pooler), and recomputing the
+    activations in the backward pass changes nothing: the weights equal the plain one-process run's."""
+    single_out, single_metrics, initial = single_run
+    out = tmp_path / "ddp_checkpointing"
+    argv = ddp_comparable_args(tiny_dataset, out, bert_no_dropout, per_device=4)
+    argv += ["--activation_checkpointing", "true", "--ddp_find_unused_parameters", "false", "--do_eval", "false"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(REPO / "examples" / "train.py"), *argv]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    assert re.search(r"process 0 of 2", log) and re.search(r"process 1 of 2", log), log[-3000:]
+    trained = weights(out)
+    assert not any(".pooler." in key for key in trained)  # pooling is "mean": the encoder's pooler is not built
+    assert max_difference(trained, weights(single_out)) <= DDP_ATOL
+    # gradients flowed through the checkpointed text encoder (4 small SGD steps: tiny but nonzero changes)
+    text = [key for key in trained if key.startswith("mmfnet.text_model.encoder.")]
+    assert text and max((trained[key] - initial[key]).abs().max().item() for key in text) > 0
+
+
 # ---------------------------------------------------------------------------------------------------- resume
 def test_resume_from_checkpoint_is_exact(tiny_dataset, encoder_dirs, tmp_path):
     """Stop at step 3 of 4 (mid-epoch), resume: bit-identical final weights, with dropout and modality dropout on."""
