@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_avdigits import TASK_DEFAULTS, build_avdigits  # noqa: E402
 
 from modeling_mmfnet import (  # noqa: E402
+    EMBEDS_INPUT_NAMES,
+    ENCODER_INPUT_NAMES,
     FUSION_TYPES,
     MODALITIES,
     MMFNetConvConfig,
@@ -59,7 +61,12 @@ from modeling_mmfnet import (  # noqa: E402
 
 logger = logging.getLogger("run_benchmark")
 MODEL_FOLDER = "mmfnet-avdigits-agree"
-INPUTS = {"vision": ("pixel_values",), "text": ("text_embeds",), "audio": ("input_features", "audio_attention_mask")}
+# the model inputs this job's rows carry: images, the text encoder's cached pooled features, log-mel spectrograms
+INPUTS = {
+    "vision": ENCODER_INPUT_NAMES["vision"],
+    "text": (EMBEDS_INPUT_NAMES["text"],),
+    "audio": tuple(name for name in ENCODER_INPUT_NAMES["audio"] if name != "input_values"),
+}
 
 
 @dataclass

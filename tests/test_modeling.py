@@ -10,7 +10,6 @@ from conftest import random_inputs, three_modality_config, tiny_bert, tiny_conv,
 import modeling_mmfnet as mm
 
 SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(mm.MODALITIES, r)]
-INPUT_KEYS = {"vision": ("pixel_values",), "text": ("input_ids", "attention_mask"), "audio": ("input_values",)}
 
 
 def count_calls(model: mm.MMFNetModel) -> dict[str, list[int]]:
@@ -49,8 +48,9 @@ def test_fusion_over_modality_subsets(models, fusion_type, subset):
     # the fused embedding of a subset equals that of all three modalities with the others masked out per sample
     full = random_inputs(4, modalities=mm.MODALITIES)
     for modality in subset:
-        for key in INPUT_KEYS[modality]:
-            full[key] = inputs[key]
+        for key in mm.ENCODER_INPUT_NAMES[modality]:
+            if key in inputs:
+                full[key] = inputs[key]
     with torch.no_grad():
         masked = model(**full, modality_mask=expected_mask.clone())
     torch.testing.assert_close(masked.logits, out.logits, rtol=1e-4, atol=1e-5)
@@ -68,14 +68,16 @@ def test_per_sample_missing_is_ignored_not_zeros(models, fusion_type):
         # change every absent entry: nothing may move
         perturbed = random_inputs(4, seed=2)
         for index, modality in enumerate(mm.MODALITIES):
-            for key in INPUT_KEYS[modality]:
+            for key in (k for k in mm.ENCODER_INPUT_NAMES[modality] if k in inputs):
                 keep = mask[:, index].view(-1, *[1] * (inputs[key].dim() - 1))
                 perturbed[key] = torch.where(keep, inputs[key], perturbed[key])
         again = model(**perturbed, modality_mask=mask)
         # each sample alone, given only its present modalities, gives the same logits
         for row in range(4):
             present = [m for i, m in enumerate(mm.MODALITIES) if mask[row, i]]
-            single = {k: v[row : row + 1] for k, v in inputs.items() if any(k in INPUT_KEYS[m] for m in present)}
+            single = {
+                k: v[row : row + 1] for k, v in inputs.items() if any(k in mm.ENCODER_INPUT_NAMES[m] for m in present)
+            }
             alone = model(**single)
             torch.testing.assert_close(alone.logits, out.logits[row : row + 1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(again.logits, out.logits)

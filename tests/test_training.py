@@ -449,9 +449,15 @@ def test_bad_input_fails_before_training(case, extra, message, tiny_dataset, enc
     assert not (out / "model.safetensors").exists()
 
 
-def test_the_toy_labels_are_a_class_label(tiny_dataset):
-    """The bad-label cases above need a plain int column: a ClassLabel refuses out-of-range values itself."""
-    assert isinstance(load_from_disk(tiny_dataset)["train"].features["label"], ClassLabel)
+def test_class_names_come_from_the_class_label_else_from_the_label_values(tiny_dataset, tmp_path):
+    """A ClassLabel names the classes, even one that no split holds; a plain int column is named by its values."""
+    data = load_from_disk(tiny_dataset)
+    data_args = parse(tiny_args(tiny_dataset, tmp_path / "out"))[1]
+    names = [*LABELS, "four"]
+    five = DatasetDict({k: v.cast_column("label", ClassLabel(names=names)) for k, v in data.items()})
+    assert train.check_data(five, data_args, ("text",), ["train", "test"]) == names
+    plain = DatasetDict({k: v.cast_column("label", Value("int64")) for k, v in data.items()})
+    assert train.check_data(plain, data_args, ("text",), ["train", "test"]) == ["0", "1", "2", "3"]
 
 
 def test_image_modes_are_checked_on_every_image_without_decoding(tmp_path):

@@ -43,7 +43,9 @@ STAND_INS = {
         "config_common_kwargs = {}\n"
     ),
 }
-CACHE = Path(os.environ.get("MMFNET_TRANSFORMERS_TESTS_CACHE", Path(__file__).parents[1] / ".cache/transformers-tests"))
+CACHE = Path(
+    os.environ.get("MMFNET_TRANSFORMERS_TESTS_CACHE", Path(__file__).parents[1] / ".cache/transformers-tests")
+)
 
 
 class CommonTestsUnavailable(RuntimeError):
