@@ -286,8 +286,9 @@ def _join(items: list[str]) -> str:
 
 def _head(config: MMFNetConfig) -> tuple[str, str, str, str]:
     """(task phrase, head description, Auto class, prediction snippet)."""
-    architectures = config.architectures or ["MMFNetForClassification"]
-    if not any("ForClassification" in name for name in architectures):
+    architectures = config.architectures or ["MMFNetForSequenceClassification"]
+    # the head's name, and its former name (checkpoints saved before the rename)
+    if not any(name.endswith(("ForSequenceClassification", "ForClassification")) for name in architectures):
         fused = "fused = model(**inputs).fused_embeds  # (batch, fusion_dim)"
         return "multimodal embeddings", "none (the fused embedding)", "AutoModel", fused
     num_labels = config.num_labels
