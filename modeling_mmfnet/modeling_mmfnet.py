@@ -29,7 +29,7 @@ from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_mmfnet import MODALITIES, MMFNetConfig
@@ -42,8 +42,6 @@ from .fusion_mmfnet import (
     masked_softmax,
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
-
-logger = logging.get_logger(__name__)
 
 ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "vision": ("pixel_values",),
@@ -803,11 +801,10 @@ class MMFNetForSequenceClassification(MMFNetPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.mmfnet.set_input_embeddings(value)
 
-    def get_modality_embeddings(
-        self, *args: torch.Tensor | None, **inputs: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
+    @mmfnet_inputs
+    def get_modality_embeddings(self, inputs: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
         """See [`MMFNetModel.get_modality_embeddings`]."""
-        return self.mmfnet.get_modality_embeddings(*args, **inputs)
+        return self.mmfnet.get_modality_embeddings(**inputs)
 
     @can_return_tuple
     @mmfnet_inputs
