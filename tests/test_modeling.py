@@ -376,3 +376,62 @@ def test_encoders_are_direct_children_and_no_split_modules_collected():
     assert {"vision_model", "text_model"} <= set(children) and model.audio_model is None
     assert {"ViTLayer", "BertLayer", "MMFNetFusionTransformerLayer"} <= set(model._no_split_modules)
     assert mm.MMFNetModel(mm.MMFNetConfig(audio_config=tiny_wav2vec2())).config.modalities == ("audio",)
+
+
+def test_unused_encoder_poolers_are_not_built_and_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    mean = mm.MMFNetModel(three_modality_config())
+    assert mean.text_model.pooler is None and mean.vision_model.pooler is None
+    assert not any(".pooler." in name for name in mean.state_dict())
+    model = mm.MMFNetForSequenceClassification(three_modality_config(text_pooling="pooler")).train()
+    assert isinstance(model.mmfnet.text_model.pooler, torch.nn.Module) and model.mmfnet.vision_model.pooler is None
+    model(**random_inputs(2), labels=torch.tensor([0, 1])).loss.backward()
+    # DDP with find_unused_parameters=False (the Trainer's choice under activation checkpointing) needs this
+    assert [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_pooler_weights_of_a_checkpoint_load_as_expected_leftovers(tmp_path, encoder_dirs):
+    """A checkpoint's encoder pooler, unused by the loading config, is dropped without a warning or a reload gap."""
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    loading_logger = logging.get_logger("transformers.modeling_utils")
+    torch.manual_seed(0)
+    saved = mm.MMFNetForSequenceClassification(three_modality_config(text_pooling="pooler", vision_pooling="pooler"))
+    saved.save_pretrained(tmp_path / "with_pooler")
+    with CaptureLogger(loading_logger) as captured:
+        model, info = mm.MMFNetForSequenceClassification.from_pretrained(
+            tmp_path / "with_pooler", text_pooling="mean", vision_pooling="mean", output_loading_info=True
+        )
+    assert "LOAD REPORT" not in captured.out and not info["unexpected_keys"] and not info["missing_keys"]
+    assert model.mmfnet.text_model.pooler is None and model.mmfnet.vision_model.pooler is None
+    reference = saved.state_dict()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0, msg=key)
+    # a pretrained encoder's own pooler (BERT and ViT checkpoints carry one): loaded, then dropped, silently
+    with CaptureLogger(loading_logger) as captured:
+        built = mm.MMFNetModel.from_encoders_pretrained(vision=encoder_dirs["vit"], text=encoder_dirs["bert"])
+    assert "LOAD REPORT" not in captured.out and built.text_model.pooler is None
+    # the capture does see a real gap: the pooler the config asks for is missing from the saved model above
+    model.save_pretrained(tmp_path / "without_pooler")
+    with CaptureLogger(loading_logger) as captured:
+        mm.MMFNetForSequenceClassification.from_pretrained(tmp_path / "without_pooler", text_pooling="pooler")
+    assert "LOAD REPORT" in captured.out and "text_model.pooler.dense.weight" in captured.out
+
+
+def test_set_input_embeddings_keeps_the_text_vocabulary_in_step():
+    torch.manual_seed(0)
+    model = mm.MMFNetForSequenceClassification(three_modality_config()).eval()
+    bigger = torch.nn.Embedding(40, 32)
+    model.set_input_embeddings(bigger)
+    assert model.get_input_embeddings() is bigger and model.mmfnet.text_model.embeddings.word_embeddings is bigger
+    assert model.config.text_config.vocab_size == 40
+    inputs = random_inputs(2)
+    inputs["input_ids"][0, 1] = 39  # a token only the new embeddings know
+    assert model(**inputs).logits.shape == (2, 5)
+    resized = model.resize_token_embeddings(48)
+    assert resized.num_embeddings == 48 and model.config.text_config.vocab_size == 48
+    without_text = mm.MMFNetModel(mm.MMFNetConfig(vision_config=tiny_vit()))
+    assert without_text.get_input_embeddings() is None
+    with pytest.raises(ValueError, match="has no text encoder"):
+        without_text.set_input_embeddings(bigger)
