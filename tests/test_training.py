@@ -304,7 +304,10 @@ def test_cache_modality_embeddings_api(tiny_dataset, encoder_dirs):
     torch.testing.assert_close(from_cache.loss, live.loss, rtol=0, atol=1e-6)
     model.mmfnet.text_model.requires_grad_(True)
     with pytest.raises(ValueError, match=r"cannot cache features of trainable encoders \['text'\]"):
-        mm.cache_modality_embeddings(model, data, collator)
+        mm.cache_modality_embeddings(model, data, collator, modalities=("vision", "text"))
+    # by default only the frozen modalities are cached; the trainable one keeps its raw column
+    partial = mm.cache_modality_embeddings(model, data, collator)
+    assert set(partial.column_names) == {"vision_embeds", "modality_mask", "label", "text"}
 
 
 # ---------------------------------------------------------------------------------------------------------- peft
@@ -399,7 +402,7 @@ def test_bad_input_fails_before_training(case, extra, message, tiny_dataset, enc
     def no_model(*args, **kwargs):
         raise AssertionError("the bad input was not caught before building the model and training")
 
-    monkeypatch.setattr(train, "build_model_and_processor", no_model)
+    monkeypatch.setattr(train, "build_model", no_model)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
         run_train(tiny_args(data, out, encoder_dirs["bert"], **extra))
