@@ -261,12 +261,19 @@ class MMFNetPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as error:
             raise OSError(
                 f"Cannot read the weights of {str(pretrained_model_name_or_path)!r}: a safetensors file is corrupt or "
                 f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
             ) from error
+        # loading re-creates the parameters (requires_grad=True): freeze the encoders the config freezes again
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        base = getattr(model, model.base_model_prefix, model)
+        for modality in base.config.modalities:
+            if getattr(base.config, f"freeze_{modality}"):
+                getattr(base, f"{modality}_model").requires_grad_(False)
+        return loaded
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         # A saved head must also load as the base model through `AutoModel` with `trust_remote_code=True`.
