@@ -243,11 +243,13 @@ class MMFNetTrainer(Trainer):
                 optimizer.add_param_group({**options, "params": rest})
             if encoder:
                 optimizer.add_param_group({**options, "params": encoder, "lr": encoder_lr})
+        trained = [p for group in groups for p in group["params"]]
+        in_encoders = sum(id(p) in encoder_ids for p in trained)
         logger.info(
             "optimizer: %d encoder tensors at lr %g, %d others at lr %g",
-            len(encoder_ids & {id(p) for g in groups for p in g["params"]}),
+            in_encoders,
             encoder_lr,
-            sum(len(g["params"]) for g in groups) - len(encoder_ids & {id(p) for g in groups for p in g["params"]}),
+            len(trained) - in_encoders,
             self.args.learning_rate,
         )
         return optimizer
@@ -667,7 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict[str, float]:
+def run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: MMFNetTrainingArguments
+) -> dict[str, float]:
     """Check the data, build (or load) the model, train, evaluate; the metrics, also in `mmfnet_results.json`.
 
     Raises a ValueError, before anything is built, on a run with nothing to do or data that does not fit.
@@ -720,12 +724,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
         training_args.eval_strategy, training_args.load_best_model_at_end = IntervalStrategy.NO, False
     if model_args.model_name_or_path is not None:
         model, processor = load_trained(model_args, labels)
+        check_sampling_rate(processor, shapes["sampling_rate"])
     else:
         processor = build_processor(
             model_args, shapes["image_channels"], shapes["image_size"], shapes["sampling_rate"]
         )
-        if model_args.audio_encoder.lower() not in ("conv", "none"):
-            check_sampling_rate(processor, shapes["sampling_rate"])
+        check_sampling_rate(processor, shapes["sampling_rate"])
         model = build_model(model_args, labels, shapes["image_channels"])
     if model_args.lora_modalities:
         model = add_lora(model, model_args.lora_modalities.split(","), model_args.lora_rank)
