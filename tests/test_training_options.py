@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import warnings
@@ -39,6 +40,12 @@ def small_run(data: Path, output_dir: Path, **overrides) -> list[str]:
         "report_missing_modalities": "false", **overrides,
     }  # fmt: skip
     return [arg for key, value in options.items() if value is not None for arg in (f"--{key}", str(value))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_train(argv: list[str]) -> dict[str, float]:
@@ -245,8 +252,6 @@ def test_resampling_keeps_the_tone():
 
 def test_audio_rates_under_torchrun(rgb_16k, tmp_path):
     """Two processes read the 16 kHz rate from the data on each rank before building, and train."""
-    from test_training import free_port
-
     out = tmp_path / "ddp"
     argv = small_run(rgb_16k, out, eval_strategy="no", save_strategy="no", per_device_train_batch_size=2)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
@@ -283,7 +288,7 @@ def test_encoder_learning_rate_is_a_parameter_group(tiny_dataset, encoder_dirs, 
     by_lr = {}
     for group in optimizer.param_groups:
         by_lr.setdefault((group["lr"], group["weight_decay"]), set()).update(id(p) for p in group["params"])
-    encoder_ids = {id(p) for n, p in model.named_parameters() if ".text_model." in n or "_model." in n}
+    encoder_ids = {id(p) for n, p in model.named_parameters() if re.match(r"mmfnet\.(vision|text|audio)_model\.", n)}
     assert set(by_lr) == {(1e-3, 0.1), (1e-3, 0.0), (1e-5, 0.1), (1e-5, 0.0)}
     assert by_lr[(1e-5, 0.1)] | by_lr[(1e-5, 0.0)] == encoder_ids
     assert sum(len(ids) for ids in by_lr.values()) == len(list(model.parameters()))
