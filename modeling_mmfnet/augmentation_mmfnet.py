@@ -9,6 +9,8 @@ run restores it).
 import torch
 from torch.nn import functional as F
 
+from .configuration_mmfnet import MMFNetConfig
+
 
 def shift_and_flip_images(pixel_values: torch.Tensor, max_shift: float = 0.0, flip_prob: float = 0.0) -> torch.Tensor:
     r"""Random translation and horizontal flip of a batch of images `(B, C, H, W)`, drawn per sample.
@@ -78,7 +80,7 @@ def mask_spectrograms(
 
 
 def augment_inputs(
-    config,
+    config: MMFNetConfig,
     pixel_values: torch.Tensor | None,
     input_features: torch.Tensor | None,
     audio_attention_mask: torch.Tensor | None,
