@@ -326,6 +326,9 @@ def test_augmentation_applies_in_training_only(tiny_dataset):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, eval_logits, rtol=0, atol=0)
+    model.train()  # a badly shaped input still gets the model's own clear error, augmentation on or not
+    with pytest.raises(ValueError, match=r"`pixel_values` must have shape \(batch, channels, height, width\)"):
+        model(pixel_values=batch["pixel_values"][0], input_features=batch["input_features"])
 
 
 def test_image_shift_is_an_edge_padded_crop_and_flip_mirrors():
