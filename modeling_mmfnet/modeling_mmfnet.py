@@ -32,6 +32,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .augmentation_mmfnet import augment_inputs
 from .configuration_mmfnet import MODALITIES, MMFNetConfig
 from .fusion_mmfnet import (
     MMFNetAttentionFusion,
@@ -403,12 +404,19 @@ class MMFNetPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as error:
             raise OSError(
                 f"Cannot read the weights of {str(pretrained_model_name_or_path)!r}: a safetensors file is corrupt or "
                 f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
             ) from error
+        # loading re-creates the parameters (requires_grad=True): freeze the encoders the config freezes again
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        base = getattr(model, model.base_model_prefix, model)
+        for modality in base.config.modalities:
+            if getattr(base.config, f"freeze_{modality}"):
+                getattr(base, f"{modality}_model").requires_grad_(False)
+        return loaded
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         # A saved head must also load as the base model through `AutoModel` with `trust_remote_code=True`.
@@ -723,8 +731,15 @@ class MMFNetModel(MMFNetPreTrainedModel):
         output_attentions / output_hidden_states (`bool` or, for hidden states, a list of layer indices): passed to
             each encoder; its attentions / hidden states come back in `{modality}_model_output`.
         return_dict (`bool`, defaults to `config.return_dict`): `False` returns `to_tuple()` of the output.
+
+        In training mode, `config.augment_*` transforms `pixel_values` and `input_features` (`augmentation_mmfnet`).
         """
         encoder_kwargs = split_encoder_kwargs(kwargs, f"{type(self).__name__}.forward")
+        if self.training:
+            inputs = dict(inputs)
+            inputs["pixel_values"], inputs["input_features"] = augment_inputs(
+                self.config, inputs["pixel_values"], inputs["input_features"], inputs["audio_attention_mask"]
+            )
         grouped, batch_size = self._gather_inputs(inputs)
         modality_mask = inputs["modality_mask"]
         missing = self.missing_embeddings.weight  # (M, d): row m stands in for modality m where it is absent
