@@ -111,6 +111,9 @@ class MMFNetConfig(PreTrainedConfig):
         "modality_embeds",
         "modality_mask",
         "unimodal_logits",
+        "vision_model_output",
+        "text_model_output",
+        "audio_model_output",
     ]
     sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="vit", optional=True),
