@@ -93,6 +93,9 @@ class MMFNetConfig(PreTrainedConfig):
         logit_scale_init_value (`float`, defaults to 2.6592): initial `log` temperature of that loss; the scale
             `exp(logit_scale)` is clamped at 100.
         aux_unimodal_weight (`float`, defaults to 0.0): weight of auxiliary per-modality classifiers (0 disables).
+        vision_encoder_name / text_encoder_name / audio_encoder_name (`str`, *optional*): the Hub id or local path
+            each pretrained encoder was loaded from (set by `from_encoders_pretrained`; pass a Hub id yourself when
+            the encoder came from a local copy of a Hub checkpoint). Model cards list Hub ids as `base_model`.
         initializer_range (`float`, defaults to 0.02): std of normal initialisations.
     """
 
@@ -124,6 +127,9 @@ class MMFNetConfig(PreTrainedConfig):
     contrastive_weight: float = 0.0
     logit_scale_init_value: float = 2.6592
     aux_unimodal_weight: float = 0.0
+    vision_encoder_name: str | None = None
+    text_encoder_name: str | None = None
+    audio_encoder_name: str | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
