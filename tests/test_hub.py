@@ -30,7 +30,13 @@ import modeling_mmfnet as mm
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_test_token"
-SHIPPED = {"configuration_mmfnet.py", "modeling_mmfnet.py", "fusion_mmfnet.py", "modeling_mmfnet_conv.py"}
+SHIPPED = {
+    "configuration_mmfnet.py",
+    "modeling_mmfnet.py",
+    "fusion_mmfnet.py",
+    "modeling_mmfnet_conv.py",
+    "pipeline_mmfnet.py",
+}
 PROCESSOR_FILES = {"processing_mmfnet.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
 
 CONSUMER = """
@@ -156,8 +162,9 @@ def checkpoints(encoder_dirs: dict[str, Path], tmp_path_factory: pytest.TempPath
 
 
 PUBLISH_WITH_PUSH_TO_HUB = """
-import json
+import json, sys
 from pathlib import Path
+sys.path.insert(0, V["root"])  # the package under test
 from huggingface_hub import HfApi, ModelCard
 import modeling_mmfnet as mm
 
@@ -175,7 +182,7 @@ api.create_tag(repo, tag="v1")
 c2 = push(1)
 api.create_branch(repo, branch="dev")
 push(2, revision="dev")
-push(3)  # main; later pushes keep the card already on the Hub
+push(3)  # main; each push updates the card with the pushed checkpoint's own results
 
 # a branch whose latest commit holds truncated weights
 api.create_branch(repo, branch="broken")
@@ -193,7 +200,7 @@ RESULT = {"c2": c2, "tree": {f.path: f.lfs is not None for f in api.list_repo_tr
 PUBLISH_WITH_SCRIPT = """
 import sys
 from huggingface_hub import HfApi
-sys.path.insert(0, V["examples"])
+sys.path[:0] = [V["examples"], V["root"]]
 import publish
 
 folders, repo = V["folders"], V["repo"]
@@ -280,6 +287,7 @@ def test_publish_and_load_at_every_pin(
     shas = [sha256(Path(f) / "model.safetensors") for f in folders]
     repo, no_auto_map = f"tester/mmfnet-{mode}", f"tester/mmfnet-{mode}-no-auto-map"
     values = {"repo": repo, "folders": folders, "no_auto_map": no_auto_map, "examples": str(ROOT / "examples")}
+    values["root"] = str(ROOT)
     with (
         start_hub_server(tmp_path, token=TOKEN, inline_all=True)
         if mode == "inline"
@@ -327,10 +335,10 @@ def test_publish_and_load_at_every_pin(
     if installed is not None:
         check_pins(installed, expected, shas, ["modeling_mmfnet"])
 
-    # the card: ours, with the run's real numbers (push_to_hub keeps the card on the Hub; publish.py writes each)
+    # the card: ours, with each pushed checkpoint's real numbers (push_to_hub and publish.py update it)
     for rev, version in expected.items():
         card = got["pins"][rev]["card"]
-        source = Path(folders[0] if mode == "lfs" else folders[version])
+        source = Path(folders[version])
         assert card_metrics(card) == expected_card_metrics(source), rev
         assert f'from_pretrained("{repo}", trust_remote_code=True)' in card
         data = ModelCard(card).data
@@ -377,6 +385,7 @@ def test_train_push_to_hub_then_load_without_package(
     args += ["--report_to", "none", "--use_cpu", "--disable_tqdm", "true", "--dataloader_num_workers", "0"]
     args += ["--push_to_hub", "--hub_model_id", repo, "--hub_token", TOKEN]
     env = hub_env(hub_server.endpoint, tmp_path / "hf_train", token=None)  # the token comes from --hub_token
+    env["PYTHONPATH"] = str(ROOT)  # the package under test
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "train.py"), *args],
         env=env,

@@ -21,7 +21,13 @@ import modeling_mmfnet as mm
 from modeling_mmfnet import card_mmfnet
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"configuration_mmfnet.py", "modeling_mmfnet.py", "fusion_mmfnet.py", "modeling_mmfnet_conv.py"}
+SHIPPED = {
+    "configuration_mmfnet.py",
+    "modeling_mmfnet.py",
+    "fusion_mmfnet.py",
+    "modeling_mmfnet_conv.py",
+    "pipeline_mmfnet.py",
+}
 
 
 def make_model(**kwargs) -> mm.MMFNetForClassification:
@@ -162,13 +168,17 @@ def test_custom_template(saved: tuple[Path, mm.MMFNetForClassification], tmp_pat
 
 
 def test_card_code_is_not_shipped(saved: tuple[Path, mm.MMFNetForClassification], tmp_path: Path) -> None:
-    """The files a checkpoint carries for trust_remote_code neither include nor import the card module."""
+    """The files a checkpoint carries for trust_remote_code neither include nor import the package-only modules
+    (card, publishing, command line); the card reaches them only through the hook the package installs."""
     _, model = saved
     model.save_pretrained(tmp_path)
     shipped = {p.name for p in tmp_path.glob("*.py")}
     assert shipped == SHIPPED
     for name in [*SHIPPED, "processing_mmfnet.py"]:
-        assert "card" not in (ROOT / "modeling_mmfnet" / name).read_text(), name
+        text = (ROOT / "modeling_mmfnet" / name).read_text()
+        assert not re.search(r"card_mmfnet|publishing_mmfnet|cli_mmfnet|caching_mmfnet", text), name
+    assert isinstance(mm.MMFNetPreTrainedModel.model_card_hook, card_mmfnet.ModelCardHook)
+    assert mm.MMFNetProcessor.model_card_hook is mm.MMFNetPreTrainedModel.model_card_hook
 
 
 def load_publish() -> ModuleType:

@@ -10,7 +10,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 import modeling_mmfnet as mm
 
-CODE_FILES = {"configuration_mmfnet.py", "modeling_mmfnet.py", "fusion_mmfnet.py", "modeling_mmfnet_conv.py"}
+CODE_FILES = {
+    "configuration_mmfnet.py",
+    "modeling_mmfnet.py",
+    "fusion_mmfnet.py",
+    "modeling_mmfnet_conv.py",
+    "pipeline_mmfnet.py",
+}
 
 
 @pytest.fixture(scope="module")
