@@ -520,10 +520,10 @@ GENERIC_CARD_MARKERS: tuple[str, ...] = (
     "This model card has been generated automatically according to the information the Trainer",  # Trainer
     "<!-- Provide a quick summary of what the model is/does. -->",  # huggingface_hub's empty template
 )
-OWNED_KEYS: tuple[str, ...] = ("library_name", "pipeline_tag", "base_model", "model-index", "model_name")
-"""YAML keys MMFNet's card sets (a new value replaces the old); `tags`, `datasets`, `metrics` are merged; every
-other key an existing card has (license, language, ...) is kept."""
-MERGED_KEYS: tuple[str, ...] = ("tags", "datasets", "metrics")
+OWNED_KEYS: tuple[str, ...] = ("library_name", "pipeline_tag", "base_model", "model-index", "model_name", "metrics")
+"""YAML keys MMFNet's card sets (a new value replaces the old); `tags` and `datasets` are merged; every other key
+an existing card has (license, language, ...) is kept."""
+MERGED_KEYS: tuple[str, ...] = ("tags", "datasets")
 
 
 def card_state(card: str | None) -> dict[str, Any]:
