@@ -157,7 +157,8 @@ def generate_model_card(
     metrics = _numeric(metrics)
     modalities = config.modalities
     model_name = (repo_id or (folder.resolve().name if folder else "mmfnet")).split("/")[-1]
-    task, head_description, auto_class, prediction = _head(config)
+    architectures = _architectures(model_or_folder, config)
+    task, head_description, auto_class, prediction = _head(config, architectures)
     base_models = _hub_ids(
         base_models if base_models is not None else (_encoder_source(config, m) for m in modalities)
     )
@@ -173,7 +174,7 @@ def generate_model_card(
         metrics=list(dict.fromkeys(r.metric_type for r in eval_results)) or None,
         model_name=model_name,
         eval_results=eval_results or None,
-        pipeline_tag=pipeline_tag or _pipeline_tag(config),
+        pipeline_tag=pipeline_tag or _pipeline_tag(config, architectures),
     )
     fusion_description, missing_fusion = FUSIONS[config.fusion_type]
     supplied = [_INPUTS[m][1] for m in modalities if _INPUTS[m][1]]
@@ -207,7 +208,9 @@ def generate_model_card(
         "prediction": prediction,
         "limitations": _limitations(config, rows, has_processor_known),
         "intended_use": _intended_use(config, task, datasets),
-        "pipeline_usage": _pipeline_usage(config, repo_id or (str(folder) if folder else "path/to/checkpoint")),
+        "pipeline_usage": _pipeline_usage(
+            config, architectures, repo_id or (str(folder) if folder else "path/to/checkpoint")
+        ),
         "card_state": _encode_state(
             {"metrics": metrics, "datasets": datasets, "repo_id": repo_id, "num_parameters": num_parameters}
         ),
@@ -307,10 +310,18 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _head(config: MMFNetConfig) -> tuple[str, str, str, str]:
+def _architectures(source: Any, config: MMFNetConfig) -> list[str]:
+    """The model class names: the model's own class, else the saved `architectures` (default: the head)."""
+    if hasattr(source, "get_base_model"):
+        source = source.get_base_model()
+    if isinstance(source, PreTrainedModel):
+        return [type(source).__name__]
+    return list(config.architectures or ["MMFNetForClassification"])
+
+
+def _head(config: MMFNetConfig, architectures: list[str]) -> tuple[str, str, str, str]:
     """(task phrase, head description, Auto class, prediction snippet)."""
-    architectures = config.architectures or ["MMFNetForClassification"]
-    if not any("ForClassification" in name for name in architectures):
+    if not _has_head(architectures):
         fused = "fused = model(**inputs).fused_embeds  # (batch, fusion_dim)"
         return "multimodal embeddings", "none (the fused embedding)", "AutoModel", fused
     num_labels = config.num_labels
@@ -456,14 +467,13 @@ def _loaded_from(source: Any) -> str | None:
     return name if name and os.path.isdir(name) else None
 
 
-def _has_head(config: MMFNetConfig) -> bool:
-    architectures = config.architectures or ["MMFNetForClassification"]
+def _has_head(architectures: list[str]) -> bool:
     return any("ForClassification" in name or "ForSequenceClassification" in name for name in architectures)
 
 
-def _pipeline_tag(config: MMFNetConfig) -> str:
+def _pipeline_tag(config: MMFNetConfig, architectures: list[str]) -> str:
     first = config.modalities[0]
-    if not _has_head(config):
+    if not _has_head(architectures):
         return "image-feature-extraction" if config.modalities == ("vision",) else "feature-extraction"
     return {"vision": "image-classification", "text": "text-classification", "audio": "audio-classification"}[first]
 
@@ -475,8 +485,8 @@ _ROW_EXAMPLES: dict[str, str] = {
 }
 
 
-def _pipeline_usage(config: MMFNetConfig, repo_id: str) -> str:
-    if not _has_head(config):
+def _pipeline_usage(config: MMFNetConfig, architectures: list[str], repo_id: str) -> str:
+    if not _has_head(architectures):
         return ""
     row = "{" + ", ".join(_ROW_EXAMPLES[m] for m in config.modalities) + "}"
     return (
@@ -561,7 +571,8 @@ def update_model_card(existing: str | None, new: str, *, replace: bool = False) 
             merged[key] = list(dict.fromkeys([*old_values, *new_values])) or None
         elif old_data.get(key) is None:
             merged[key] = value
-    merged = {k: v for k, v in merged.items() if v is not None}
+    # one key order whatever the input's (sorted, `model-index` last as huggingface_hub writes it): updates are stable
+    merged = {k: merged[k] for k in sorted(merged, key=lambda k: (k == "model-index", k)) if merged[k] is not None}
     start = new_card.text.index("<!-- mmfnet-card ")
     section = new_card.text[start:]
     text = old_card.text
