@@ -661,7 +661,7 @@ class ModelCardHook:
         README.md: turn it into MMFNet's card before the upload. `options`: `replace_model_card` and
         `model_card_kwargs` given to `push_to_hub`."""
         from huggingface_hub import HfApi, hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
         options = dict(options or {})
         replace = bool(options.pop("replace_model_card", False))
@@ -681,7 +681,7 @@ class ModelCardHook:
             if source is None:
                 try:
                     config_path = Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token))
-                except EntryNotFoundError:
+                except (EntryNotFoundError, RevisionNotFoundError):  # no model there yet
                     config_path = None
                 source = config_path.parent if config_path and _is_mmfnet_folder(config_path.parent) else None
             if source is None:

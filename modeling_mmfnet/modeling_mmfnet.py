@@ -290,6 +290,10 @@ class MMFNetPreTrainedModel(PreTrainedModel):
                         "type": "multimodal",
                     }
                 }
+            elif SAVED_TASK in (getattr(self.config, "custom_pipelines", None) or {}):
+                # a head checkpoint saved as the base model: its classification pipeline would load a random head
+                custom = {k: v for k, v in self.config.custom_pipelines.items() if k != SAVED_TASK}
+                self.config.custom_pipelines = custom
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if self.model_card_hook is not None and kwargs.get("is_main_process", True):
             self.model_card_hook.after_save(self, save_directory)

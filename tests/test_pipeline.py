@@ -153,6 +153,14 @@ def test_pipeline_with_the_package(checkpoint: dict[str, Any]) -> None:
         pipe({"image": "http://127.0.0.1:9/digit.png"})
 
 
+def test_base_model_checkpoint_has_no_classification_pipeline(checkpoint: dict[str, Any], tmp_path: Path) -> None:
+    """The head checkpoint loaded and saved as the base model drops the pipeline (it would load a random head)."""
+    mm.MMFNetModel.from_pretrained(checkpoint["folder"]).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "mmfnet-classification" not in config.get("custom_pipelines", {})
+    assert "AutoModel" in config["auto_map"]
+
+
 def test_pipeline_fetches_urls_only_when_asked(checkpoint: dict[str, Any]) -> None:
     """With `allow_urls=True` an http URL is fetched (here from a local HTTP server) and gives the same scores as
     the local file."""
