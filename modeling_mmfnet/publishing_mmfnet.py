@@ -22,7 +22,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from .card_mmfnet import hub_card, refresh_model_card
 
 SKIPPED = (
-    "README.md",  # replaced by the generated card
+    "README.md",  # the card is generated (and merged with the repo's card), not copied
     ".*",
     "*.bin",
     "*.pt",

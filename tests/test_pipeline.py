@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import http.server
 import json
@@ -203,7 +204,7 @@ def test_pipeline_outputs_per_problem_type(problem_type: str, tmp_path: Path) ->
         assert abs(sum(by_label.values()) - 1.0) > 1e-3  # independent sigmoids, not a softmax
 
 
-def test_device_map_and_dtype_auto(checkpoint: dict[str, Any]) -> None:
+def test_device_map_and_dtype_auto(checkpoint: dict[str, Any], tmp_path: Path) -> None:
     """`from_pretrained(..., device_map="auto", dtype="auto")` loads the saved float32 checkpoint through
     accelerate's placement: same dtype as saved, every weight on a real device, same outputs."""
     model = mm.MMFNetForClassification.from_pretrained(checkpoint["folder"], device_map="auto", dtype="auto").eval()
@@ -218,4 +219,14 @@ def test_device_map_and_dtype_auto(checkpoint: dict[str, Any]) -> None:
         checkpoint["folder"]))  # fmt: skip
     np.testing.assert_allclose(
         scores_by_label(pipe(checkpoint["rows"][1], top_k=3)), checkpoint["expected"][1], rtol=1e-4, atol=1e-5
+    )
+
+    # a bfloat16 checkpoint stays bfloat16 with dtype="auto"; the pipeline feeds it bfloat16 inputs
+    half = tmp_path / "bf16"
+    copy.deepcopy(reference).to(torch.bfloat16).save_pretrained(half)
+    mm.MMFNetProcessor.from_pretrained(checkpoint["folder"]).save_pretrained(half)
+    pipe = pipeline("multimodal-classification", model=str(half), device_map="auto", dtype="auto")
+    assert pipe.model.dtype == torch.bfloat16
+    np.testing.assert_allclose(
+        scores_by_label(pipe(checkpoint["rows"][0], top_k=3)), checkpoint["expected"][0], atol=0.03
     )
