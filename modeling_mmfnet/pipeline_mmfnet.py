@@ -82,8 +82,9 @@ class MMFNetClassificationPipeline(Pipeline):
         self, top_k: int | None = None, allow_urls: bool | None = None, **kwargs: Any
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         if kwargs:
-            raise TypeError(f"Unknown arguments {sorted(kwargs)}; this pipeline takes `top_k`, `allow_urls`, "
-                            "`batch_size`.")  # fmt: skip
+            raise TypeError(
+                f"Unknown arguments {sorted(kwargs)}; this pipeline takes `top_k`, `allow_urls`, `batch_size`."
+            )
         preprocess, postprocess = {}, {}
         if allow_urls is not None:
             if not isinstance(allow_urls, bool):
@@ -106,16 +107,20 @@ class MMFNetClassificationPipeline(Pipeline):
             )
         unknown = sorted(set(row) - {*ROW_KEYS, "sampling_rate"})
         if unknown:
-            raise ValueError(f"Unknown keys {unknown} in an input row; expected any of 'image', 'text', 'audio' "
-                             "(with 'sampling_rate' for an audio array).")  # fmt: skip
+            raise ValueError(
+                f"Unknown keys {unknown} in an input row; expected any of 'image', 'text', 'audio' "
+                "(with 'sampling_rate' for an audio array)."
+            )
         loaded: dict[str, Any] = {}
         for key, modality in ROW_KEYS.items():
             value = row.get(key)
             if value is None:
                 continue
             if modality not in self.modalities:
-                raise ValueError(f"The row has {key!r} but this model has no {modality} modality (modalities: "
-                                 f"{', '.join(self.modalities)}).")  # fmt: skip
+                raise ValueError(
+                    f"The row has {key!r} but this model has no {modality} modality (modalities: "
+                    f"{', '.join(self.modalities)})."
+                )
             if key == "image":
                 loaded[key] = _read_image(value, allow_urls)
             elif key == "text":
@@ -125,8 +130,10 @@ class MMFNetClassificationPipeline(Pipeline):
             else:
                 loaded[key] = self._read_audio(value, row.get("sampling_rate"), allow_urls)
         if not loaded:
-            raise ValueError(f"An input row has none of this model's modalities ({', '.join(self.modalities)}); "
-                             "each row needs at least one.")  # fmt: skip
+            raise ValueError(
+                f"An input row has none of this model's modalities ({', '.join(self.modalities)}); "
+                "each row needs at least one."
+            )
         return loaded
 
     def _read_audio(self, value: Any, sampling_rate: int | None, allow_urls: bool) -> np.ndarray:
@@ -241,7 +248,10 @@ def _read_audio_file(path: str | os.PathLike, allow_urls: bool) -> tuple[np.ndar
                 f"{os.fspath(path)!r} is not a PCM WAV file; reading other formats (FLAC, OGG, MP3) needs "
                 "`pip install soundfile`."
             ) from None
-        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        try:
+            data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        except (RuntimeError, TypeError) as error:  # soundfile.LibsndfileError is a RuntimeError
+            raise ValueError(f"Cannot read the audio file {os.fspath(path)!r}: {error}") from error
         return data.mean(axis=1), int(rate)
     if width == 1:  # unsigned 8-bit
         samples = (np.frombuffer(frames, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0

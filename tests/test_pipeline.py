@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import http.server
+import importlib.util
 import json
 import threading
 import wave
@@ -230,3 +231,31 @@ def test_device_map_and_dtype_auto(checkpoint: dict[str, Any], tmp_path: Path) -
     np.testing.assert_allclose(
         scores_by_label(pipe(checkpoint["rows"][0], top_k=3)), checkpoint["expected"][0], atol=0.03
     )
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_wav_reader(width: int, tmp_path: Path) -> None:
+    """PCM WAV of every sample width, stereo averaged to mono, read with the standard library only."""
+    from modeling_mmfnet.pipeline_mmfnet import _read_audio_file
+
+    left = np.array([0.0, 0.5, -0.5, 0.25, -1.0])
+    right = np.array([0.0, -0.5, 0.5, 0.25, 0.5])
+    scale = 2 ** (8 * width - 1)
+    frames = np.stack([left, right], axis=1).reshape(-1)
+    ints = np.clip(np.round(frames * scale), -scale, scale - 1).astype(np.int64)
+    if width == 1:
+        data = (ints + 128).astype(np.uint8).tobytes()
+    else:
+        data = b"".join(int(v).to_bytes(width, "little", signed=True) for v in ints)
+    with wave.open(str(tmp_path / "x.wav"), "wb") as writer:
+        writer.setnchannels(2)
+        writer.setsampwidth(width)
+        writer.setframerate(16000)
+        writer.writeframes(data)
+    waveform, rate = _read_audio_file(tmp_path / "x.wav", allow_urls=False)
+    assert rate == 16000 and waveform.dtype == np.float32
+    np.testing.assert_allclose(waveform, (left + right) / 2, atol=2 / scale)
+    (tmp_path / "y.flac").write_bytes(b"fLaC not really")
+    has_soundfile = importlib.util.find_spec("soundfile") is not None
+    with pytest.raises(ValueError, match="Cannot read the audio file" if has_soundfile else "not a PCM WAV file"):
+        _read_audio_file(tmp_path / "y.flac", allow_urls=False)
