@@ -15,6 +15,7 @@ import numbers
 import os
 import re
 import string
+import sys
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -635,6 +636,7 @@ class ModelCardHook:
 
     def after_save(self, owner: Any, folder: str | os.PathLike) -> None:
         """`save_pretrained(folder)` finished: write (or update) `folder/README.md`."""
+        wrap_trainer()
         folder = Path(folder)
         path = folder / "README.md"
         existing = path.read_text(encoding="utf-8") if path.is_file() else None
@@ -778,18 +780,29 @@ def _as_list(value: Any) -> list[str]:
     return [str(value)] if isinstance(value, str) else [str(v) for v in value]
 
 
+def wrap_trainer() -> bool:
+    """Wrap `Trainer.create_model_card` (see `trainer_create_model_card`) once `transformers.trainer` is loaded;
+    True when it is wrapped. Importing the Trainer here would load its optional dependencies (peft, ...) with
+    the package, so this runs at import when the Trainer is already loaded, else at the first MMFNet save —
+    `Trainer.push_to_hub` saves the model and processor before it writes the card."""
+    module = sys.modules.get("transformers.trainer")
+    if module is None:
+        return False
+    trainer = module.Trainer
+    if not getattr(trainer.create_model_card, "mmfnet_wrapped", False):
+        trainer.create_model_card = trainer_create_model_card(trainer.create_model_card)
+    return True
+
+
 def install_hooks() -> None:
     """Give MMFNet models and processors `ModelCardHook`, and the Trainer MMFNet's card (idempotent)."""
-    from transformers import Trainer
-
     from .modeling_mmfnet import MMFNetPreTrainedModel
     from .processing_mmfnet import MMFNetProcessor
 
     hook = ModelCardHook()
     MMFNetPreTrainedModel.model_card_hook = hook
     MMFNetProcessor.model_card_hook = hook
-    if not getattr(Trainer.create_model_card, "mmfnet_wrapped", False):
-        Trainer.create_model_card = trainer_create_model_card(Trainer.create_model_card)
+    wrap_trainer()
 
 
 __all__ = [

@@ -462,9 +462,9 @@ from pathlib import Path
 import torch
 from datasets import load_from_disk
 from huggingface_hub import HfApi, ModelCard
-from transformers import Trainer, TrainingArguments
 import modeling_mmfnet as mm
 import publish
+from transformers import Trainer, TrainingArguments  # after the package
 
 api, folder = HfApi(), V["folder"]
 model = mm.MMFNetForClassification.from_pretrained(folder)
@@ -476,32 +476,8 @@ def card(repo):
     return ModelCard.load(repo).content
 
 
-# 1. save_pretrained, then an upload of the folder
-saved = Path(V["tmp"], "saved")
-model.save_pretrained(saved)
-processor.save_pretrained(saved)
-api.create_repo("tester/by-upload")
-api.upload_folder(repo_id="tester/by-upload", folder_path=str(saved))
-cards["upload"] = card("tester/by-upload")
-
-# 2. processor first into an empty repo, then the model
-processor.push_to_hub("tester/by-push")
-cards["processor_first"] = card("tester/by-push")
-model.push_to_hub("tester/by-push")
-cards["push"] = card("tester/by-push")
-
-# 3. a hand-written card is updated, not replaced; a second push replaces only MMFNet's section
-api.create_repo("tester/hand-written")
-api.upload_file(path_or_fileobj=V["hand_written"].encode(), path_in_repo="README.md", repo_id="tester/hand-written")
-model.push_to_hub("tester/hand-written", model_card_kwargs={"datasets": ["tester/pets"]})
-processor.push_to_hub("tester/hand-written")
-cards["updated"] = card("tester/hand-written")
-publish.main([folder, "--repo_id", "tester/hand-written"])
-cards["published"] = card("tester/hand-written")
-model.push_to_hub("tester/hand-written", replace_model_card=True)
-cards["replaced"] = card("tester/hand-written")
-
-# 4. a plain Trainer (not examples/train.py): evaluate, then Trainer.push_to_hub
+# 1. a plain Trainer (not examples/train.py), imported after the package: evaluate, then Trainer.push_to_hub
+wrapped_before_push = getattr(Trainer.create_model_card, "mmfnet_wrapped", False)  # nothing saved yet
 data = load_from_disk(V["dataset"])
 args = TrainingArguments(
     output_dir=str(Path(V["tmp"], "trainer")), push_to_hub=True, hub_model_id="tester/by-trainer",
@@ -513,7 +489,33 @@ trainer = Trainer(model=model, args=args, data_collator=mm.MMFNetDataCollator(pr
 metrics = trainer.evaluate()
 trainer.push_to_hub(dataset="tester/tiny-avdigits")
 cards["trainer"] = card("tester/by-trainer")
-RESULT = {"cards": cards, "eval_loss": metrics["eval_loss"]}
+
+# 2. save_pretrained, then an upload of the folder
+saved = Path(V["tmp"], "saved")
+model.save_pretrained(saved)
+processor.save_pretrained(saved)
+api.create_repo("tester/by-upload")
+api.upload_folder(repo_id="tester/by-upload", folder_path=str(saved))
+cards["upload"] = card("tester/by-upload")
+
+# 3. processor first into an empty repo, then the model
+processor.push_to_hub("tester/by-push")
+cards["processor_first"] = card("tester/by-push")
+model.push_to_hub("tester/by-push")
+cards["push"] = card("tester/by-push")
+
+# 4. a hand-written card is updated, not replaced; a second push replaces only MMFNet's section
+api.create_repo("tester/hand-written")
+api.upload_file(path_or_fileobj=V["hand_written"].encode(), path_in_repo="README.md", repo_id="tester/hand-written")
+model.push_to_hub("tester/hand-written", model_card_kwargs={"datasets": ["tester/pets"]})
+processor.push_to_hub("tester/hand-written")
+cards["updated"] = card("tester/hand-written")
+publish.main([folder, "--repo_id", "tester/hand-written"])
+cards["published"] = card("tester/hand-written")
+model.push_to_hub("tester/hand-written", replace_model_card=True)
+cards["replaced"] = card("tester/hand-written")
+
+RESULT = {"cards": cards, "eval_loss": metrics["eval_loss"], "wrapped_before_push": wrapped_before_push}
 """
 
 HAND_WRITTEN = """---
@@ -585,6 +587,7 @@ def test_every_publishing_path_leaves_mmfnet_card(
     assert "Keep me." not in replaced.text and "my-tag" not in replaced.data.tags
     assert replaced.data.license == "apache-2.0"
 
+    assert got["wrapped_before_push"] is False  # importing the package alone leaves the Trainer (and peft) alone
     trainer = cards["trainer"]
     assert trainer.data.datasets == ["tester/tiny-avdigits"]
     shown = {(r.metric_name, r.dataset_split): r.metric_value for r in trainer.data.eval_results}
