@@ -5,9 +5,10 @@ Importing the package registers its classes with the transformers Auto classes a
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings
-from .card_mmfnet import generate_model_card, write_model_card
+from .card_mmfnet import generate_model_card, install_hooks, update_model_card, write_model_card
 from .configuration_mmfnet import FUSION_TYPES, MODALITIES, POOLING_TYPES, MMFNetConfig, MMFNetConvConfig
 from .modeling_mmfnet import (
     EMBEDS_INPUT_NAMES,
@@ -21,6 +22,8 @@ from .modeling_mmfnet import (
     MMFNetPreTrainedModel,
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
+from .pipeline_mmfnet import TASK as PIPELINE_TASK
+from .pipeline_mmfnet import MMFNetClassificationPipeline
 from .processing_mmfnet import (
     MMFNetDataCollator,
     MMFNetProcessor,
@@ -42,6 +45,13 @@ MMFNetModel.register_for_auto_class("AutoModel")
 MMFNetConvModel.register_for_auto_class("AutoModel")
 MMFNetForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 MMFNetProcessor.register_for_auto_class("AutoProcessor")
+PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK,
+    pipeline_class=MMFNetClassificationPipeline,
+    pt_model=AutoModelForSequenceClassification,
+    type="multimodal",
+)
+install_hooks()  # MMFNet's model card on save_pretrained, push_to_hub and Trainer.push_to_hub
 
 __all__ = [
     "EMBEDS_INPUT_NAMES",
@@ -50,6 +60,8 @@ __all__ = [
     "MMFNET_INPUT_NAMES",
     "MODALITIES",
     "POOLING_TYPES",
+    "PIPELINE_TASK",
+    "MMFNetClassificationPipeline",
     "MMFNetClassifierOutput",
     "MMFNetConfig",
     "MMFNetConvConfig",
@@ -67,5 +79,6 @@ __all__ = [
     "conv_image_processor",
     "conv_spectrogram_extractor",
     "generate_model_card",
+    "update_model_card",
     "write_model_card",
 ]

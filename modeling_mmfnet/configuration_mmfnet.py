@@ -101,6 +101,9 @@ class MMFNetConfig(PreTrainedConfig):
             mel bins are set to the clip's mean. Raw waveforms (`input_values`) use their encoder's own masking
             (e.g. Wav2Vec2's `mask_time_prob`).
         augment_num_masks (`int`, defaults to 2): time and frequency bands per spectrogram.
+        vision_encoder_name / text_encoder_name / audio_encoder_name (`str`, *optional*): the Hub id or local path
+            each pretrained encoder was loaded from (set by `from_encoders_pretrained`; pass a Hub id yourself when
+            the encoder came from a local copy of a Hub checkpoint). Model cards list Hub ids as `base_model`.
         initializer_range (`float`, defaults to 0.02): std of normal initialisations.
     """
 
@@ -147,6 +150,9 @@ class MMFNetConfig(PreTrainedConfig):
     augment_time_mask: float | int = 0.0
     augment_frequency_mask: float | int = 0.0
     augment_num_masks: int = 2
+    vision_encoder_name: str | None = None
+    text_encoder_name: str | None = None
+    audio_encoder_name: str | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -43,6 +43,7 @@ from .fusion_mmfnet import (
     masked_softmax,
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
+from .pipeline_mmfnet import SAVED_TASK, MMFNetClassificationPipeline
 
 ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "vision": ("pixel_values",),
@@ -314,6 +315,10 @@ class MMFNetPreTrainedModel(PreTrainedModel):
 
         apply(self, self._initialize_weights, False)
 
+    model_card_hook: ClassVar[Any] = None
+    """Writes the model card on `save_pretrained` and `push_to_hub`; installed by the `mmfnet` package on import.
+    Loaded as remote code (no package) it stays None: transformers' own card handling applies."""
+
     def _init_weights(self, module: nn.Module) -> None:
         """Xavier for fusion layers (the default N(0, 0.02) can stall a fusion head), explicit init for raw params."""
         std = self.config.initializer_range
@@ -372,6 +377,7 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         already-built `PreTrainedModel`, a config (that encoder is built from scratch, e.g. an
         [`MMFNetConvConfig`]), or `None` for no such modality. `encoder_kwargs[modality]` goes to that encoder's
         `from_pretrained`; the other keyword arguments go to [`MMFNetConfig`] (`fusion_type`, `num_labels`, …).
+        Each loaded source is recorded as `config.{modality}_encoder_name` unless given there.
         """
         if vision is None and text is None and audio is None:
             raise ValueError("`from_encoders_pretrained` needs at least one of `vision`, `text`, `audio`.")
@@ -385,8 +391,11 @@ class MMFNetPreTrainedModel(PreTrainedModel):
             encoder = None
             if isinstance(source, PreTrainedModel):
                 encoder = source
+                if getattr(source.config, "_name_or_path", ""):
+                    config_kwargs.setdefault(f"{modality}_encoder_name", str(source.config._name_or_path))
             elif isinstance(source, (str, os.PathLike)):
                 encoder = AutoModel.from_pretrained(source, dtype=dtype, **encoder_kwargs.get(modality, {}))
+                config_kwargs.setdefault(f"{modality}_encoder_name", str(source))  # the card's `base_model`
                 if getattr(encoder.config, "is_encoder_decoder", False):
                     encoder = encoder.get_encoder()
             elif source is not None and not isinstance(source, PreTrainedConfig):
@@ -424,7 +433,47 @@ class MMFNetPreTrainedModel(PreTrainedModel):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoModel", f"{MMFNetModel.__module__.split('.')[-1]}.MMFNetModel")
             self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+            if hasattr(self, "classifier"):  # `pipeline(model=folder_or_repo, trust_remote_code=True)`
+                pipeline_class = MMFNetClassificationPipeline
+                self.config.custom_pipelines = {
+                    SAVED_TASK: {
+                        "impl": f"{pipeline_class.__module__.split('.')[-1]}.{pipeline_class.__name__}",
+                        "pt": ["AutoModelForSequenceClassification"],
+                        "type": "multimodal",
+                    }
+                }
+            elif SAVED_TASK in (getattr(self.config, "custom_pipelines", None) or {}):
+                # a head checkpoint saved as the base model: its classification pipeline would load a random head
+                custom = {k: v for k, v in self.config.custom_pipelines.items() if k != SAVED_TASK}
+                self.config.custom_pipelines = custom
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.model_card_hook is not None and kwargs.get("is_main_process", True):
+            self.model_card_hook.after_save(self, save_directory)
+        return result
+
+    def push_to_hub(
+        self,
+        *args: Any,
+        replace_model_card: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`PushToHubMixin.push_to_hub`, leaving MMFNet's model card in the repo (with the package installed): the
+        repo's card is updated, or replaced with `replace_model_card=True`. `model_card_kwargs` go to
+        `generate_model_card` (`metrics`, `datasets`, `license`, `tags`, ...)."""
+        self._model_card_options = {"replace_model_card": replace_model_card, "model_card_kwargs": model_card_kwargs}
+        try:
+            return super().push_to_hub(*args, **kwargs)
+        finally:
+            self._model_card_options = None
+
+    def _upload_modified_files(self, working_dir: str | os.PathLike, repo_id: str, *args: Any, **kwargs: Any) -> Any:
+        if self.model_card_hook is not None:
+            options = getattr(self, "_model_card_options", None)
+            self.model_card_hook.before_upload(
+                self, working_dir, repo_id, kwargs.get("revision"), kwargs.get("token"), options
+            )
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
 
 class MMFNetModel(MMFNetPreTrainedModel):

@@ -45,7 +45,6 @@ from transformers import (
 )
 
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings, cacheable_modalities
-from .card_mmfnet import write_model_card
 from .configuration_mmfnet import MODALITIES, MMFNetConvConfig
 from .modeling_mmfnet import MMFNetForClassification
 from .processing_mmfnet import MMFNetDataCollator, MMFNetProcessor, conv_image_processor, conv_spectrogram_extractor
@@ -804,11 +803,10 @@ def run(
         Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(training_args.output_dir) / "mmfnet_results.json").write_text(json.dumps(metrics, indent=2))
     if training_args.push_to_hub:
-        # Trainer.push_to_hub saves the model and the processor (`processing_class`) to output_dir, writes a card
-        # with `create_model_card`, and uploads the folder in one commit: our card, with this run's metrics, wins.
-        card = {"metrics": metrics, "repo_id": trainer.hub_model_id, "datasets": [data_args.dataset]}
-        trainer.create_model_card = lambda **_: write_model_card(training_args.output_dir, model, **card)
-        trainer.push_to_hub(commit_message="MMFNet fine-tuned with examples/train.py")
+        # Trainer.push_to_hub saves the model and the processor (`processing_class`) to output_dir, writes MMFNet's
+        # card (the package wraps `Trainer.create_model_card`: this run's metrics, the repo's card updated), and
+        # uploads the folder in one commit.
+        trainer.push_to_hub(commit_message="MMFNet fine-tuned with examples/train.py", dataset=[data_args.dataset])
     return metrics
 
 

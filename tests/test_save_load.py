@@ -16,6 +16,7 @@ CODE_FILES = {
     "fusion_mmfnet.py",
     "modeling_mmfnet_conv.py",
     "augmentation_mmfnet.py",
+    "pipeline_mmfnet.py",
 }
 
 
