@@ -452,7 +452,8 @@ RESULT["files"] = sorted(HfApi().list_repo_files(REPO))
     assert shown[("test macro F1 (all modalities)", "test")] == results["test_macro_f1"]
     assert shown[("test accuracy (without audio)", "test")] == results["test_without_audio_accuracy"]
     reported = {k for k in results if k.startswith("test_") and not k.endswith(("runtime", "_per_second"))}
-    assert len(shown) == len(reported)  # every evaluation metric of the run, and nothing else
+    assert len([key for key in shown if key[1] == "test"]) == len(reported)  # every test metric, nothing else
+    assert {split for _, split in shown} == {"test", "eval"}  # and the validation split the best epoch was chosen on
     assert f"- training loss (mean over the run): {results['train_loss']:.4g}" in card
 
 
