@@ -37,6 +37,8 @@ from .fusion_mmfnet import (
     masked_softmax,
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
+from .saving_mmfnet import atomic_save, check_save_directory
+from .validation_mmfnet import validate_labels, validate_labels_type, validate_model_inputs
 
 ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "vision": ("pixel_values",),
@@ -259,21 +261,86 @@ class MMFNetPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        r"""`PreTrainedModel.from_pretrained`, with clear errors instead of silently wrong weights.
+
+        Refused: a folder without `config.json`; tensors whose shapes differ from the config's (unless
+        `ignore_mismatched_sizes=True`, which re-initialises them); tensors missing from a checkpoint saved by this
+        class (e.g. the head), which would otherwise be random; NaN / inf weights.
+        """
+        path = pretrained_model_name_or_path
+        subfolder = kwargs.get("subfolder", "")
+        if os.path.isdir(path) and kwargs.get("config") is None:
+            config_file = os.path.join(path, subfolder, "config.json")
+            if not os.path.isfile(config_file):
+                raise OSError(
+                    f"{str(path)!r} has no config.json (looked for {config_file!r}); a checkpoint folder needs the "
+                    "config.json that `save_pretrained` writes next to the weights."
+                )
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model, loading_info = super().from_pretrained(
+                path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+            )
         except SafetensorError as error:
             raise OSError(
-                f"Cannot read the weights of {str(pretrained_model_name_or_path)!r}: a safetensors file is corrupt or "
+                f"Cannot read the weights of {str(path)!r}: a safetensors file is corrupt or "
                 f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
             ) from error
+        check_loaded_weights(model, loading_info, str(path), ignore_mismatched_sizes)
+        return (model, loading_info) if output_loading_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, atomic (see `saving_mmfnet.py`); a path to a file is refused."""
+        check_save_directory(save_directory)
         # A saved head must also load as the base model through `AutoModel` with `trust_remote_code=True`.
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoModel", f"{MMFNetModel.__module__.split('.')[-1]}.MMFNetModel")
             self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("push_to_hub"):  # the upload reads the folder it names: save in place, then upload
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        return atomic_save(lambda folder: super(MMFNetPreTrainedModel, self).save_pretrained(folder, *args, **kwargs),
+                           save_directory)  # fmt: skip
+
+
+HEAD_PARAMETERS = ("classifier.", "unimodal_classifier.", "logit_scale")
+"""State-dict prefixes of the head: the only tensors a base-model checkpoint may lack when loaded as a head."""
+
+
+def check_loaded_weights(
+    model: PreTrainedModel, loading_info: dict[str, Any], source: str, ignore_mismatched_sizes: bool
+) -> None:
+    """Raise on what `from_pretrained` would otherwise only log: shape mismatches, missing tensors, NaN / inf."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or ())
+    if mismatched and not ignore_mismatched_sizes:
+        shapes = "; ".join(f"{key}: checkpoint {tuple(a)} vs model {tuple(b)}" for key, a, b in mismatched[:8])
+        more = f" (and {len(mismatched) - 8} more)" if len(mismatched) > 8 else ""
+        raise ValueError(
+            f"{len(mismatched)} tensor(s) of {source!r} do not fit this config's shapes: {shapes}{more}. A changed "
+            "config value (e.g. `num_labels`, `fusion_dim`) causes this; pass `ignore_mismatched_sizes=True` to "
+            "re-initialise these tensors (then train them), or load without the changed value."
+        )
+    missing = sorted(loading_info.get("missing_keys") or ())
+    saved_by_this_class = type(model).__name__ in (getattr(model.config, "architectures", None) or [])
+    absent = [key for key in missing if saved_by_this_class or not key.startswith(HEAD_PARAMETERS)]
+    if absent:
+        raise OSError(
+            f"{source!r} lacks {len(absent)} tensor(s) this model needs: {absent[:8]}; they would be randomly "
+            "initialised. The checkpoint is incomplete: save it again, or load it with the class that saved it "
+            f"({getattr(model.config, 'architectures', None)})."
+        )
+    tensors = [
+        (name, t) for name, t in model.state_dict().items() if t.is_floating_point() and t.device.type != "meta"
+    ]
+    if tensors:
+        finite = torch.stack([torch.isfinite(t).all().to(tensors[0][1].device) for _, t in tensors]).tolist()
+        bad = [name for (name, _), ok in zip(tensors, finite, strict=True) if not ok]
+        if bad:
+            raise ValueError(
+                f"{source!r} holds NaN or inf values in {len(bad)} tensor(s): {bad[:8]}. The checkpoint was saved "
+                "from a diverged training run or is damaged; use an earlier checkpoint."
+            )
 
 
 class MMFNetModel(MMFNetPreTrainedModel):
@@ -519,6 +586,7 @@ class MMFNetModel(MMFNetPreTrainedModel):
             "audio_attention_mask": audio_attention_mask,
         }
         grouped, batch_size = self._gather_inputs(raw, dict.fromkeys(MODALITIES))
+        validate_model_inputs(self, grouped, modality_mask, batch_size)
         device = next(iter(next(iter(grouped.values())).values())).device
         mask = self._presence_mask(grouped, modality_mask, batch_size, device)
         embeds = {}
@@ -585,6 +653,7 @@ class MMFNetModel(MMFNetPreTrainedModel):
         }
         embeds = {"vision": vision_embeds, "text": text_embeds, "audio": audio_embeds}
         grouped, batch_size = self._gather_inputs(raw, embeds)
+        validate_model_inputs(self, grouped, modality_mask, batch_size)
         missing = self.missing_embeddings.weight  # (M, d): row m stands in for modality m where it is absent
         device = missing.device
         mask = self._presence_mask(grouped, modality_mask, batch_size, device)
@@ -724,6 +793,7 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
         )
 
     def _problem_type(self, labels: torch.Tensor) -> str:
+        validate_labels_type(labels)
         if self.config.problem_type is None:
             if self.num_labels == 1:
                 self.config.problem_type = "regression"
@@ -734,8 +804,7 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
         return self.config.problem_type
 
     def _check_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"`labels` must be a torch.Tensor, got {type(labels).__name__}.")
+        validate_labels(labels, problem_type, self.num_labels, self.config.check_input_values)
         if labels.shape[0] != batch_size:
             raise ValueError(f"`labels` has batch size {labels.shape[0]} but the inputs have {batch_size}.")
         if problem_type == "single_label_classification":
