@@ -24,6 +24,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from .configuration_mmfnet import MODALITIES, MMFNetConfig, MMFNetConvConfig
+from .saving_mmfnet import atomic_write_text
 
 TEMPLATE_NAME = "model_card.md"
 MMFNET_TAGS: tuple[str, ...] = ("mmfnet", "multimodal", "multimodal-fusion")
@@ -213,7 +214,7 @@ def write_model_card(
     if model is not None and kwargs.get("metrics") is None:
         kwargs["metrics"] = read_results(folder)
     path = Path(folder) / "README.md"
-    path.write_text(generate_model_card(model if model is not None else folder, **kwargs), encoding="utf-8")
+    atomic_write_text(path, generate_model_card(model if model is not None else folder, **kwargs))
     return path
 
 

@@ -30,7 +30,14 @@ import modeling_mmfnet as mm
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_test_token"
-SHIPPED = {"configuration_mmfnet.py", "modeling_mmfnet.py", "fusion_mmfnet.py", "modeling_mmfnet_conv.py"}
+SHIPPED = {
+    "configuration_mmfnet.py",
+    "modeling_mmfnet.py",
+    "fusion_mmfnet.py",
+    "modeling_mmfnet_conv.py",
+    "validation_mmfnet.py",
+    "saving_mmfnet.py",
+}
 PROCESSOR_FILES = {"processing_mmfnet.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
 
 CONSUMER = """

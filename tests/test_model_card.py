@@ -21,7 +21,14 @@ import modeling_mmfnet as mm
 from modeling_mmfnet import card_mmfnet
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"configuration_mmfnet.py", "modeling_mmfnet.py", "fusion_mmfnet.py", "modeling_mmfnet_conv.py"}
+SHIPPED = {
+    "configuration_mmfnet.py",
+    "modeling_mmfnet.py",
+    "fusion_mmfnet.py",
+    "modeling_mmfnet_conv.py",
+    "validation_mmfnet.py",
+    "saving_mmfnet.py",
+}
 
 
 def make_model(**kwargs) -> mm.MMFNetForClassification:

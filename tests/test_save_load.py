@@ -10,7 +10,14 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 import modeling_mmfnet as mm
 
-CODE_FILES = {"configuration_mmfnet.py", "modeling_mmfnet.py", "fusion_mmfnet.py", "modeling_mmfnet_conv.py"}
+CODE_FILES = {
+    "configuration_mmfnet.py",
+    "modeling_mmfnet.py",
+    "fusion_mmfnet.py",
+    "modeling_mmfnet_conv.py",
+    "validation_mmfnet.py",
+    "saving_mmfnet.py",
+}
 
 
 @pytest.fixture(scope="module")
