@@ -244,8 +244,8 @@ class EmbeddingCollator(FeatureCollator):
 
 def accuracy(trainer: Trainer, dataset: Dataset, collator: FeatureCollator) -> float:
     trainer.data_collator = collator
-    output = trainer.predict(dataset)
-    return float((output.predictions[0].argmax(-1) == output.label_ids).mean())
+    output = trainer.predict(dataset)  # the logits only (MMFNetConfig.keys_to_ignore_at_inference)
+    return float((output.predictions.argmax(-1) == output.label_ids).mean())
 
 
 def train_and_evaluate(

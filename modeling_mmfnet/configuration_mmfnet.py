@@ -213,6 +213,14 @@ class MMFNetConfig(PreTrainedConfig):
         logit_scale_init_value (`float`, defaults to 2.6592): initial `log` temperature of that loss; the scale
             `exp(logit_scale)` is clamped at 100.
         aux_unimodal_weight (`float`, defaults to 0.0): weight of auxiliary per-modality classifiers (0 disables).
+        augment_image_shift (`float`, defaults to 0.0): in training only, shift each image by up to this fraction of
+            its side (a random crop of the edge-padded image); see `augmentation_mmfnet.py`.
+        augment_image_flip (`float`, defaults to 0.0): in training only, probability of a horizontal flip.
+        augment_time_mask / augment_frequency_mask (`float`, defaults to 0.0): in training only, SpecAugment on
+            spectrogram inputs (`input_features`): `augment_num_masks` bands of up to this fraction of the frames /
+            mel bins are set to the clip's mean. Raw waveforms (`input_values`) use their encoder's own masking
+            (e.g. Wav2Vec2's `mask_time_prob`).
+        augment_num_masks (`int`, defaults to 2): time and frequency bands per spectrogram.
         initializer_range (`float`, defaults to 0.02): std of normal initialisations.
         check_input_values (`bool`, defaults to `True`): `forward` checks the values of its inputs and labels (no
             NaN / inf, token ids within the vocabulary, 0/1 masks, no padding-only row of a present sample) and
@@ -221,6 +229,13 @@ class MMFNetConfig(PreTrainedConfig):
     """
 
     model_type = "mmfnet"
+    # `Trainer.evaluate` / `predict` pass only the logits to `compute_metrics` (ask for more with `ignore_keys=[]`)
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "fused_embeds",
+        "modality_embeds",
+        "modality_mask",
+        "unimodal_logits",
+    ]
     sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="vit", optional=True),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True),
@@ -248,6 +263,11 @@ class MMFNetConfig(PreTrainedConfig):
     contrastive_weight: float = 0.0
     logit_scale_init_value: float = 2.6592
     aux_unimodal_weight: float = 0.0
+    augment_image_shift: float = 0.0
+    augment_image_flip: float = 0.0
+    augment_time_mask: float = 0.0
+    augment_frequency_mask: float = 0.0
+    augment_num_masks: int = 2
     initializer_range: float = 0.02
     check_input_values: bool = True
 
@@ -294,10 +314,16 @@ class MMFNetConfig(PreTrainedConfig):
             ("modality_dropout", 0.0, 1.0),
             ("contrastive_weight", 0.0, float("inf")),
             ("aux_unimodal_weight", 0.0, float("inf")),
+            ("augment_image_shift", 0.0, 0.5),
+            ("augment_image_flip", 0.0, 1.0),
+            ("augment_time_mask", 0.0, 1.0),
+            ("augment_frequency_mask", 0.0, 1.0),
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value < high:
                 raise ValueError(f"`{name}` must be a number in [{low}, {high}), got {value!r}.")
+        if not isinstance(self.augment_num_masks, int) or self.augment_num_masks < 1:
+            raise ValueError(f"`augment_num_masks` must be an int >= 1, got {self.augment_num_masks!r}.")
         super().__post_init__(**kwargs)
         check_size(self)
 

@@ -27,6 +27,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput
 
+from .augmentation_mmfnet import augment_inputs
 from .configuration_mmfnet import MODALITIES, MMFNetConfig
 from .fusion_mmfnet import (
     MMFNetAttentionFusion,
@@ -641,7 +642,12 @@ class MMFNetModel(MMFNetPreTrainedModel):
             `get_modality_embeddings`); they replace the encoder's inputs.
         modality_mask (`(B, M)` bool): which modality each sample has (columns: `config.modalities`); default:
             every given modality is present for every sample. Absent rows are not encoded.
+        In training mode, `config.augment_*` transforms `pixel_values` and `input_features` (`augmentation_mmfnet`).
         """
+        if self.training:
+            pixel_values, input_features = augment_inputs(
+                self.config, pixel_values, input_features, audio_attention_mask
+            )
         raw = {
             "pixel_values": pixel_values,
             "input_ids": input_ids,

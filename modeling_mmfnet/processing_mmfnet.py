@@ -7,6 +7,7 @@ its row is filled with padding, marked absent in `modality_mask`, and the model 
 """
 
 import io
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -20,9 +21,11 @@ from transformers import (
     AutoTokenizer,
     BatchFeature,
     ProcessorMixin,
+    SequenceFeatureExtractor,
     Wav2Vec2FeatureExtractor,
     WhisperFeatureExtractor,
 )
+from transformers.audio_utils import mel_filter_bank
 
 from .saving_mmfnet import atomic_save, check_save_directory
 
@@ -35,26 +38,91 @@ PARTS: dict[str, str] = {"vision": "image_processor", "text": "tokenizer", "audi
 """The processor part serving each modality, in the canonical modality order."""
 
 
-def conv_image_processor(size: int = 8, num_channels: int = 1) -> _ConvImageProcessor:
-    """Image processor for the seed CNN: resize to `size`×`size`, scale to [0, 1], normalise to [-1, 1]."""
+def conv_image_processor(size: int | tuple[int, int] = 8, num_channels: int = 1) -> _ConvImageProcessor:
+    """Image processor for the seed CNN: resize to `size` (a side, or `(height, width)`), scale to [0, 1], normalise
+    to [-1, 1], with `num_channels` channels (3: any PIL mode is converted to RGB; 1: colour images to grey, by
+    [`MMFNetProcessor`])."""
+    if num_channels not in (1, 3):
+        raise ValueError(f"`num_channels` must be 1 (grey) or 3 (RGB), got {num_channels!r}.")
+    height, width = (size, size) if isinstance(size, int) else size
+    if min(height, width) < 1:
+        raise ValueError(f"`size` must be a positive side or (height, width), got {size!r}.")
     return _ConvImageProcessor(
-        size={"height": size, "width": size},
+        size={"height": height, "width": width},
         image_mean=[0.5] * num_channels,
         image_std=[0.5] * num_channels,
         do_convert_rgb=num_channels == 3,
     )
 
 
+class MMFNetSpectrogramExtractor(WhisperFeatureExtractor):
+    r"""Log-mel spectrograms `(n_mels, frames)` for the seed CNN: Whisper's front end with the mel range fitted to
+    the sampling rate.
+
+    Whisper's extractor always spreads its filters over 0–8 kHz; below 16 kHz the filters above the Nyquist frequency
+    `rate / 2` cover no FFT bin and stay all zero (transformers warns "At least one mel filter has all zero values").
+    Here the `feature_size` filters span `[0, max_frequency]`, `max_frequency ≤ sampling_rate / 2` (default: exactly
+    `sampling_rate / 2`), so every mel bin carries signal. Saved and loaded like any feature extractor.
+    """
+
+    def __init__(
+        self,
+        feature_size: int = 40,
+        sampling_rate: int = 8000,
+        hop_length: int = 80,
+        chunk_length: int = 1,
+        n_fft: int = 512,
+        padding_value: float = 0.0,
+        dither: float = 0.0,
+        return_attention_mask: bool = True,
+        max_frequency: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        nyquist = sampling_rate / 2
+        max_frequency = nyquist if max_frequency is None else float(max_frequency)
+        if not 0 < max_frequency <= nyquist:
+            raise ValueError(
+                f"`max_frequency` must be in (0, sampling_rate / 2 = {nyquist:g}] Hz, got {max_frequency:g}."
+            )
+        # Whisper's own __init__ would first build (and warn about) its fixed 0-8 kHz filter bank: set its fields here
+        SequenceFeatureExtractor.__init__(
+            self,
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=return_attention_mask,
+            **kwargs,
+        )
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.chunk_length = chunk_length
+        self.n_samples = chunk_length * sampling_rate
+        self.nb_max_frames = self.n_samples // hop_length
+        self.dither = dither
+        self.max_frequency = max_frequency
+        self.mel_filters = mel_filter_bank(
+            num_frequency_bins=1 + n_fft // 2,
+            num_mel_filters=feature_size,
+            min_frequency=0.0,
+            max_frequency=max_frequency,
+            sampling_rate=sampling_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+
 def conv_spectrogram_extractor(
     sampling_rate: int = 8000, num_mel_bins: int = 40, max_seconds: int = 1, frames_per_second: int = 100
-) -> WhisperFeatureExtractor:
+) -> MMFNetSpectrogramExtractor:
     """Log-mel spectrograms `(n_mels, frames)` of short clips for the seed CNN, padded to `max_seconds`.
 
-    The hop is `sampling_rate / frames_per_second` samples (10 ms by default) and the FFT window the next power of
-    two of four hops.
+    The hop is `sampling_rate / frames_per_second` samples (10 ms by default), the FFT window the next power of two
+    of four hops, and the mel filters span 0 Hz to the Nyquist frequency `sampling_rate / 2`.
     """
+    if not isinstance(sampling_rate, int) or sampling_rate < frames_per_second:
+        raise ValueError(f"`sampling_rate` must be an int >= {frames_per_second} Hz, got {sampling_rate!r}.")
     hop_length = sampling_rate // frames_per_second
-    return WhisperFeatureExtractor(
+    return MMFNetSpectrogramExtractor(
         feature_size=num_mel_bins,
         sampling_rate=sampling_rate,
         hop_length=hop_length,
@@ -159,6 +227,9 @@ class MMFNetProcessor(ProcessorMixin):
         present = (processor_dict or {}).get("present_parts", list(PARTS.values()))
         subfolder = kwargs.pop("subfolder", "")
         loaders = {"image_processor": AutoImageProcessor, "feature_extractor": AutoFeatureExtractor}
+        saved_extractor = (processor_dict or {}).get("feature_extractor") or {}
+        if saved_extractor.get("feature_extractor_type") == MMFNetSpectrogramExtractor.__name__:
+            loaders["feature_extractor"] = MMFNetSpectrogramExtractor  # ours: no Auto mapping needed, remote code too
         args = []
         for name in PARTS.values():
             if name not in present:
@@ -228,6 +299,9 @@ class MMFNetProcessor(ProcessorMixin):
                         f"`images` mixes PIL modes {sorted(modes)}; convert them to one mode first "
                         "(e.g. `image.convert('L')` or `image.convert('RGB')`)."
                     )
+                if len(getattr(self.image_processor, "image_mean", None) or [0, 0, 0]) == 1:
+                    # a one-channel processor (the grey seed CNN): colour PIL images become grey
+                    present = [im.convert("L") if getattr(im, "mode", "L") != "L" else im for im in present]
                 self._check_image_channels(present, rows)
                 features = self.image_processor(present, return_tensors="pt", **(images_kwargs or {}))
                 data["pixel_values"] = _scatter(features["pixel_values"], rows, batch_size)
@@ -308,13 +382,7 @@ class MMFNetProcessor(ProcessorMixin):
             if not np.isfinite(wave).all():
                 raise ValueError(f"`audio` row {row} holds NaN or inf samples.")
             if sampling_rate != extractor.sampling_rate:
-                from math import gcd
-
-                from scipy.signal import resample_poly
-
-                divisor = gcd(int(sampling_rate), int(extractor.sampling_rate))
-                wave = resample_poly(wave, extractor.sampling_rate // divisor, sampling_rate // divisor)
-                wave = wave.astype(np.float32)
+                wave = resample_wave(wave, sampling_rate, extractor.sampling_rate)
             waves.append(wave)
         window = getattr(extractor, "n_samples", None) if isinstance(extractor, WhisperFeatureExtractor) else None
         longest = max(len(wave) for wave in waves)
@@ -404,6 +472,22 @@ def _load_image(value: Any, row: int, allow_remote: bool = False) -> Any:
     return value
 
 
+def resample(wave: Any, rate: int, target: int) -> np.ndarray:
+    """`wave` (1-D) from `rate` to `target` Hz with scipy's polyphase filter (`resample_poly`, up/down reduced)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if rate == target:
+        return wave
+    try:  # an optional dependency, needed only when resampling is asked for
+        from scipy.signal import resample_poly
+    except ImportError as error:
+        raise ImportError("resampling audio needs scipy: `pip install scipy`.") from error
+    divisor = math.gcd(int(rate), int(target))
+    return resample_poly(wave, int(target) // divisor, int(rate) // divisor).astype(np.float32)
+
+
+resample_wave = resample  # `MMFNetProcessor.__call__` has a `resample` flag that shadows the function
+
+
 def _scatter(values: torch.Tensor, rows: list[int], batch_size: int, fill: float = 0) -> torch.Tensor:
     """Place the rows computed for the present samples into a full batch, `fill` elsewhere."""
     if len(rows) == batch_size:
@@ -422,6 +506,9 @@ class MMFNetDataCollator:
             value is a waveform array (with its rate in `sampling_rate_column`) or a dict
             `{"array": ..., "sampling_rate": ...}` as the `datasets.Audio` feature gives.
         label_column: row key of the label (`None` for unlabelled data); it becomes `labels`.
+        resample_to (`int`, *optional*): resample every clip to this rate (Hz, polyphase filter of
+            `scipy.signal.resample_poly`) before the feature extractor; without it, clips must come at the
+            extractor's rate.
     """
 
     def __init__(
@@ -432,11 +519,15 @@ class MMFNetDataCollator:
         audio_column: str | None = "audio",
         label_column: str | None = "label",
         sampling_rate_column: str | None = "sampling_rate",
+        resample_to: int | None = None,
     ) -> None:
+        if resample_to is not None and (not isinstance(resample_to, int) or resample_to < 1):
+            raise ValueError(f"`resample_to` must be a positive int (Hz) or None, got {resample_to!r}.")
         self.processor = processor
         self.columns = {"vision": image_column, "text": text_column, "audio": audio_column}
         self.label_column = label_column
         self.sampling_rate_column = sampling_rate_column
+        self.resample_to = resample_to
 
     def without(self, modality: str) -> "MMFNetDataCollator":
         """The same collator with `modality` left out of every batch (to measure a model without it)."""
@@ -448,6 +539,7 @@ class MMFNetDataCollator:
             audio_column=columns["audio"],
             label_column=self.label_column,
             sampling_rate_column=self.sampling_rate_column,
+            resample_to=self.resample_to,
         )
 
     def __call__(self, rows: list[dict[str, Any]]) -> BatchFeature:
@@ -468,14 +560,14 @@ class MMFNetDataCollator:
         if "audio" in inputs:
             waves, rates = [], set()
             for index, (row, value) in enumerate(zip(rows, inputs["audio"], strict=True)):
+                rate = None
                 if isinstance(value, dict):
                     if "array" not in value or "sampling_rate" not in value:
                         raise ValueError(
                             f"row {index}: the audio dict in column {self.columns['audio']!r} needs 'array' and "
                             f"'sampling_rate' keys (as `datasets.Audio` gives), got keys {sorted(value)}."
                         )
-                    rates.add(value["sampling_rate"])
-                    value = value["array"]
+                    rate, value = value["sampling_rate"], value["array"]
                 elif value is not None:
                     if self.sampling_rate_column is None or self.sampling_rate_column not in row:
                         raise ValueError(
@@ -483,10 +575,17 @@ class MMFNetDataCollator:
                             f"column {self.sampling_rate_column!r}; add one (`sampling_rate_column=`), or store the "
                             "audio as `datasets.Audio` / `{'array', 'sampling_rate'}` dicts."
                         )
-                    rates.add(row[self.sampling_rate_column])
+                    rate = row[self.sampling_rate_column]
+                if value is not None and self.resample_to is not None:
+                    value, rate = resample(value, rate, self.resample_to), self.resample_to
+                if value is not None and rate is not None:
+                    rates.add(rate)
                 waves.append(value)
             if len(rates) > 1:
-                raise ValueError(f"one batch mixes sampling rates {sorted(rates)}; resample the audio column first.")
+                raise ValueError(
+                    f"one batch mixes sampling rates {sorted(rates)}; resample the audio column first (the "
+                    "collator's `resample_to`)."
+                )
             inputs["audio"], sampling_rate = waves, next(iter(rates), None)
         try:
             batch = self.processor(
@@ -548,4 +647,10 @@ def collate_labels(rows: list[dict[str, Any]], label_column: str | None) -> torc
         ) from error
 
 
-__all__ = ["MMFNetDataCollator", "MMFNetProcessor", "conv_image_processor", "conv_spectrogram_extractor"]
+__all__ = [
+    "MMFNetDataCollator",
+    "MMFNetProcessor",
+    "MMFNetSpectrogramExtractor",
+    "conv_image_processor",
+    "conv_spectrogram_extractor",
+]

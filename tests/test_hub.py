@@ -37,6 +37,7 @@ SHIPPED = {
     "modeling_mmfnet_conv.py",
     "validation_mmfnet.py",
     "saving_mmfnet.py",
+    "augmentation_mmfnet.py",
 }
 PROCESSOR_FILES = {"processing_mmfnet.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
 

@@ -28,6 +28,7 @@ SHIPPED = {
     "modeling_mmfnet_conv.py",
     "validation_mmfnet.py",
     "saving_mmfnet.py",
+    "augmentation_mmfnet.py",
 }
 
 

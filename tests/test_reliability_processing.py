@@ -64,7 +64,7 @@ PROCESSOR_CASES = [
      r"`images` row 1 is a string but not an existing image file"),
     ("url", lambda p, _: p(images=["https://example.com/cat.png"]), ValueError,
      r"`images` row 0 is a URL .* fetches nothing over the network unless asked.*`allow_remote_images=True`"),
-    ("rgb_into_grey", lambda p, _: p(images=[grey().convert("RGB")]), ValueError,
+    ("rgb_array_into_grey", lambda p, _: p(images=[np.zeros((8, 8, 3), dtype=np.uint8)]), ValueError,
      r"`images` row 0 has 3 channel\(s\) but the image processor normalises 1 \(image_mean=\[0.5\]\)"),
     ("not_an_image", lambda p, _: p(images=[42]), TypeError, r"`images` row 0 is a int; expected a PIL image"),
 ]  # fmt: skip
@@ -81,6 +81,8 @@ def test_bad_processor_input(processor, truncated_png, call, error, message):
 def test_encoded_images_and_resampling_are_correct(processor):
     image = grey(3)
     from_pil = processor(images=[image])["pixel_values"]
+    rgb = image.convert("RGB")  # a colour PIL image into the one-channel processor becomes grey (not an error)
+    torch.testing.assert_close(processor(images=[rgb])["pixel_values"], from_pil, rtol=0, atol=0)
     for encoded in (png_bytes(image), {"bytes": png_bytes(image), "path": None}):
         torch.testing.assert_close(processor(images=[encoded])["pixel_values"], from_pil, rtol=0, atol=0)
     clip = wave(8000)

@@ -17,6 +17,7 @@ CODE_FILES = {
     "modeling_mmfnet_conv.py",
     "validation_mmfnet.py",
     "saving_mmfnet.py",
+    "augmentation_mmfnet.py",
 }
 
 
