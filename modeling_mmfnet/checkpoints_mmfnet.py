@@ -37,7 +37,8 @@ def check_splits_not_empty(data: Any, splits: list[str]) -> None:
 
 
 def check_images(dataset: Any, column: str, split: str, allow_remote: bool = False) -> set[str]:
-    """Decode every image of `column` (a `datasets.Image` column); return their PIL modes.
+    """Decode every image of `column` (a `datasets.Image` column, or strings naming image files); return the PIL
+    modes.
 
     A corrupt or truncated image raises a ValueError naming the split, column and row; an image given as a URL is
     refused unless `allow_remote` (nothing is fetched over the network otherwise).
@@ -46,10 +47,14 @@ def check_images(dataset: Any, column: str, split: str, allow_remote: bool = Fal
     from PIL import Image
 
     modes: set[str] = set()
-    raw = dataset.cast_column(column, ImageFeature(decode=False)).select_columns([column])
+    raw = dataset.select_columns([column])
+    if isinstance(dataset.features[column], ImageFeature):
+        raw = raw.cast_column(column, ImageFeature(decode=False))
     row = 0
     for batch in raw.iter(batch_size=256):
         for value in batch[column]:
+            if isinstance(value, str):
+                value = {"bytes": None, "path": value}
             if value is not None:
                 source = value.get("bytes") or value.get("path")
                 if not value.get("bytes") and isinstance(source, str) and "://" in source:

@@ -125,3 +125,73 @@ def test_undecodable_images_and_urls_name_the_row(tmp_path):
     with pytest.raises(ValueError, match=r"row 0: the image is a URL .*--allow_remote_images true"):
         ckpt.check_images(remote, "image", "test")
     assert ckpt.check_images(remote, "image", "test", allow_remote=True) == set()  # allowed, and still not fetched
+
+
+# --------------------------------------------------------------------------------------- the training script
+def run_train(argv: list[str]) -> dict[str, float]:
+    from modeling_mmfnet import training_mmfnet as train
+
+    return train.run(*train.parse_args(argv))
+
+
+def script_args(data, output_dir, **overrides) -> list[str]:
+    """A tiny seed-CNN run (vision and audio) of the training script on the toy data, on CPU."""
+    options = {
+        "dataset": data, "output_dir": output_dir, "vision_encoder": "conv", "audio_encoder": "conv",
+        "conv_hidden_sizes": "8,16,16", "fusion_dim": 16, "fusion_hidden_dim": 32, "num_mel_bins": 16,
+        "max_steps": 2, "max_train_samples": 8, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
+        "seed": 0, "save_strategy": "no", "eval_strategy": "no", "report_to": "none", "disable_tqdm": "true",
+        "use_cpu": "true", "report_missing_modalities": "false", **overrides,
+    }  # fmt: skip
+    return [item for key, value in options.items() for item in (f"--{key}", str(value))]
+
+
+def _damage_data(tiny_dataset, folder, case: str):
+    from datasets import load_from_disk
+
+    data = load_from_disk(tiny_dataset)
+    if case == "corrupt_image":
+        raw = data["train"].cast_column("image", Image(decode=False))
+        bad = {"bytes": _png()[:40], "path": None}
+        raw = raw.map(lambda row, i: {"image": bad if i == 4 else row["image"]}, with_indices=True)
+        data["train"] = raw.cast_column("image", Image())
+    elif case == "url_image":  # an image column of strings (paths), one a URL that datasets would fetch
+        for split in data:
+            paths = ["https://example.com/a.png" if i == 4 else None for i in range(len(data[split]))]
+            data[split] = data[split].remove_columns("image").add_column("image", paths)
+    data.save_to_disk(folder)
+    return folder
+
+
+SCRIPT_CASES = [
+    ("empty_split", {"eval_strategy": "epoch", "max_eval_samples": 0}, r"split\(s\) \['validation'\] have no rows"),
+    ("corrupt_image", {}, r"split 'train', column 'image', row 4: the image cannot be decoded"),
+    ("url_image", {}, r"split 'train', column 'image', row 4: the image is a URL .*--allow_remote_images true"),
+]
+
+
+@pytest.mark.parametrize(("case", "extra", "message"), SCRIPT_CASES, ids=[c[0] for c in SCRIPT_CASES])
+def test_training_script_refuses_bad_data_before_training(tiny_dataset, tmp_path, monkeypatch, case, extra, message):
+    from modeling_mmfnet import training_mmfnet as train
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the bad input was not caught before building the model")
+
+    monkeypatch.setattr(train, "build_model", no_model)
+    data = tiny_dataset if case == "empty_split" else _damage_data(tiny_dataset, tmp_path / "data", case)
+    with pytest.raises(ValueError, match=message):
+        run_train(script_args(data, tmp_path / "out", **extra))
+
+
+def test_training_script_resume_names_the_damaged_file_and_falls_back(tiny_dataset, encoder_dirs, tmp_path, caplog):
+    out = tmp_path / "out"
+    common = {"text_encoder": encoder_dirs["bert"], "max_steps": 4}  # Trainer wants the processor's tokenizer
+    run_train(script_args(tiny_dataset, out, save_strategy="steps", save_steps=2, **common))
+    _truncate(out / "checkpoint-4" / "scheduler.pt")
+    with pytest.raises(OSError, match=r"cannot resume from .*checkpoint-4.*scheduler.pt' is corrupt or truncated"):
+        run_train(script_args(tiny_dataset, out, resume_from_checkpoint=out / "checkpoint-4", **common))
+    with caplog.at_level(logging.WARNING, logger=ckpt.__name__):
+        metrics = run_train(script_args(tiny_dataset, out, resume_from_checkpoint="true", **common))
+    assert "Resuming from" in caplog.text and "skipped damaged checkpoint-4" in caplog.text
+    assert f"Resuming from {out / 'checkpoint-2'}" in caplog.text
+    assert metrics["train_runtime"] > 0
