@@ -59,24 +59,38 @@ def check_conv_input_size(name: str, config: Any, spatial: tuple[int, ...]) -> N
 
 
 class _DeferredChecks:
-    """Data-dependent checks collected as 0-d bool tensors and read back in one host sync."""
+    r"""Data-dependent checks, read back together in one host sync.
+
+    Each non-finite check is one fused reduction, `Σ x` in float32: NaN and ±inf propagate into the sum, so a
+    finite sum proves a finite tensor (a non-finite sum of finite values, an overflow past 3.4e38, is confirmed
+    element-wise before anything is raised). Other checks are 0-d bool tensors.
+    """
 
     def __init__(self) -> None:
+        self.sums: list[torch.Tensor] = []
         self.flags: list[torch.Tensor] = []
-        self.messages: list[Callable[[], str]] = []
+        self.messages: list[Callable[[], str | None]] = []
 
-    def add(self, ok: torch.Tensor, message: Callable[[], str]) -> None:
-        self.flags.append(ok.reshape(()))
+    def add(self, ok: torch.Tensor, message: Callable[[], str | None]) -> None:
+        self.flags.append(ok)
         self.messages.append(message)
 
+    def add_finite(self, tensor: torch.Tensor, message: Callable[[], str | None]) -> None:
+        self.sums.append(tensor.sum(dtype=torch.float32))
+        self.messages.insert(len(self.sums) - 1, message)
+
     def raise_first_failure(self) -> None:
-        if not self.flags:
+        parts = []
+        if self.sums:
+            parts.append(torch.isfinite(torch.stack(self.sums)))
+        if self.flags:
+            parts.append(torch.stack([flag.to(parts[0].device) if parts else flag for flag in self.flags]))
+        if not parts:
             return
-        device = self.flags[0].device
-        results = torch.stack([flag.to(device) for flag in self.flags]).tolist()  # the one host sync
+        results = (parts[0] if len(parts) == 1 else torch.cat(parts)).tolist()  # the one host sync
         for ok, message in zip(results, self.messages, strict=True):
-            if not ok:
-                raise ValueError(message())
+            if not ok and (text := message()) is not None:
+                raise ValueError(text)
 
 
 def _bad_rows(bad: torch.Tensor) -> list[int]:
@@ -85,13 +99,16 @@ def _bad_rows(bad: torch.Tensor) -> list[int]:
 
 
 def _check_finite(checks: _DeferredChecks, name: str, tensor: torch.Tensor) -> None:
-    checks.add(
-        torch.isfinite(tensor).all(),
-        lambda: (
-            f"`{name}` holds NaN or inf values (rows {_bad_rows(~torch.isfinite(tensor))}); clean the inputs "
-            "(e.g. with `torch.nan_to_num`) or find where they became non-finite."
-        ),
-    )
+    def message() -> str | None:
+        rows = _bad_rows(~torch.isfinite(tensor))
+        if not rows:  # finite values whose float32 sum overflowed
+            return None
+        return (
+            f"`{name}` holds NaN or inf values (rows {rows}); clean the inputs (e.g. with `torch.nan_to_num`) or "
+            "find where they became non-finite."
+        )
+
+    checks.add_finite(tensor, message)
 
 
 def _check_binary(checks: _DeferredChecks, name: str, tensor: torch.Tensor) -> None:

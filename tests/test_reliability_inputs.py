@@ -209,3 +209,13 @@ def test_wav2vec2_minimum_length_is_exact():
         assert model(input_values=torch.randn(1, 45)).fused_embeds.shape == (1, 16)
     with pytest.raises(ValueError, match="needs at least 45"):
         model(input_values=torch.randn(1, 44))
+
+
+def test_finite_check_has_no_false_alarm_on_large_values(model):
+    """The check is a float32 sum per tensor; finite values whose sum overflows are confirmed element-wise."""
+    huge = torch.full((2, 32), 3e38)
+    with torch.no_grad():
+        assert model(text_embeds=huge).logits.shape == (2, 5)
+    huge[1, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"`text_embeds` holds NaN or inf values \(rows \[1\]\)"):
+        model(text_embeds=huge)
