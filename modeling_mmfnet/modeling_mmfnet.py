@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .augmentation_mmfnet import augment_inputs
 from .configuration_mmfnet import MODALITIES, MMFNetConfig
@@ -40,6 +40,8 @@ from .fusion_mmfnet import (
 from .modeling_mmfnet_conv import MMFNetConvModel
 from .saving_mmfnet import atomic_save, check_save_directory
 from .validation_mmfnet import validate_labels, validate_labels_type, validate_model_inputs
+
+logger = logging.get_logger(__name__)
 
 ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "vision": ("pixel_values",),
@@ -307,6 +309,8 @@ class MMFNetPreTrainedModel(PreTrainedModel):
 
 HEAD_PARAMETERS = ("classifier.", "unimodal_classifier.", "logit_scale")
 """State-dict prefixes of the head: the only tensors a base-model checkpoint may lack when loaded as a head."""
+OPTIONAL_HEAD_PARAMETERS = ("unimodal_classifier.", "logit_scale")
+"""Head parts a config option adds (auxiliary heads, the contrastive scale): any checkpoint may lack them."""
 
 
 def check_loaded_weights(
@@ -324,7 +328,12 @@ def check_loaded_weights(
         )
     missing = sorted(loading_info.get("missing_keys") or ())
     saved_by_this_class = type(model).__name__ in (getattr(model.config, "architectures", None) or [])
-    absent = [key for key in missing if saved_by_this_class or not key.startswith(HEAD_PARAMETERS)]
+    extras = [key for key in missing if key.startswith(OPTIONAL_HEAD_PARAMETERS)]
+    if extras:  # e.g. `aux_unimodal_weight` / `contrastive_weight` turned on for further fine-tuning
+        logger.warning("%s: new %s initialised (the checkpoint has none; train them).", source, extras)
+    absent = [
+        key for key in missing if key not in extras and (saved_by_this_class or not key.startswith(HEAD_PARAMETERS))
+    ]
     if absent:
         raise OSError(
             f"{source!r} lacks {len(absent)} tensor(s) this model needs: {absent[:8]}; they would be randomly "

@@ -32,6 +32,14 @@ def check_save_directory(save_directory: str | os.PathLike, argument: str = "sav
     return path
 
 
+def _default_mode(kind: int) -> int:
+    """Permissions a plain `mkdir` (0o777) / `open` (0o666) would give under the current umask; `tempfile` uses 0o700 /
+    0o600, which would make a saved checkpoint private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return kind & ~umask
+
+
 def _move_order(name: str) -> tuple[int, str]:
     if name in LAST_FILES:
         return 2, name
@@ -45,6 +53,7 @@ def atomic_save(
     target = check_save_directory(save_directory, argument)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
+    os.chmod(staging, _default_mode(0o777))
     try:
         result = save(str(staging))
         if not target.exists():
@@ -77,6 +86,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, _default_mode(0o666))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

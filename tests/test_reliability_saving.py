@@ -194,3 +194,25 @@ def test_kill_mid_save_keeps_a_loadable_checkpoint(tmp_path):
         card = (folder / "README.md").read_text()
         assert card.startswith("---\nlibrary_name: transformers") and card.rstrip().endswith("pin a revision.")
     assert interrupted >= 1, "no kill landed inside a save; the test did not exercise the atomic path"
+
+
+def test_saved_files_keep_the_usual_permissions(tmp_path, encoder_dirs):
+    """Staging in a temporary folder must not make the checkpoint private (tempfile creates 0o700 / 0o600)."""
+    reference_dir, reference_file = tmp_path / "plain_dir", tmp_path / "plain_file"
+    reference_dir.mkdir()
+    reference_file.write_text("x")
+    folder = tmp_path / "saved"
+    model = small_head()
+    model.save_pretrained(folder)
+    mm.write_model_card(folder, model)
+    assert folder.stat().st_mode & 0o777 == reference_dir.stat().st_mode & 0o777
+    for name in ("config.json", "README.md"):  # (transformers itself writes model.safetensors as 0o600)
+        assert (folder / name).stat().st_mode & 0o777 == reference_file.stat().st_mode & 0o777, name
+
+
+def test_optional_head_parts_may_be_added_when_loading(saved):
+    """Turning on auxiliary heads or the contrastive loss for further fine-tuning adds fresh tensors: allowed."""
+    model = mm.MMFNetForClassification.from_pretrained(saved, aux_unimodal_weight=0.5, contrastive_weight=0.1)
+    assert model.unimodal_classifier is not None and model.logit_scale is not None
+    reference = mm.MMFNetForClassification.from_pretrained(saved)
+    torch.testing.assert_close(model.classifier.weight, reference.classifier.weight, rtol=0, atol=0)
