@@ -303,8 +303,8 @@ class MMFNetPreTrainedModel(PreTrainedModel):
             self.config.auto_map = auto_map
         if kwargs.get("push_to_hub"):  # the upload reads the folder it names: save in place, then upload
             return super().save_pretrained(save_directory, *args, **kwargs)
-        return atomic_save(lambda folder: super(MMFNetPreTrainedModel, self).save_pretrained(folder, *args, **kwargs),
-                           save_directory)  # fmt: skip
+        save = super().save_pretrained
+        return atomic_save(lambda staging: save(staging, *args, **kwargs), save_directory)
 
 
 HEAD_PARAMETERS = ("classifier.", "unimodal_classifier.", "logit_scale")

@@ -198,9 +198,8 @@ class MMFNetProcessor(ProcessorMixin):
         check_save_directory(save_directory)
         if push_to_hub:  # the upload reads the folder it names: save in place, then upload
             return super().save_pretrained(save_directory, push_to_hub=True, **kwargs)
-        return atomic_save(
-            lambda folder: super(MMFNetProcessor, self).save_pretrained(folder, **kwargs), save_directory
-        )
+        save = super().save_pretrained
+        return atomic_save(lambda staging: save(staging, **kwargs), save_directory)
 
     @classmethod
     def from_encoders_pretrained(
