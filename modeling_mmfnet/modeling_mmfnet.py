@@ -543,6 +543,11 @@ class MMFNetModel(MMFNetPreTrainedModel):
             kwargs.pop("token_type_ids")
         if output_hidden_states:
             kwargs["output_hidden_states"] = True
+        dtype = encoder.dtype  # a float16 clip into a float32 encoder would fail inside its first layer
+        kwargs = {
+            k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype else v
+            for k, v in kwargs.items()
+        }
         trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         with contextlib.nullcontext() if trainable else torch.no_grad():
             outputs = encoder(**kwargs, return_dict=True)
@@ -808,17 +813,34 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
         )
 
     def _problem_type(self, labels: torch.Tensor) -> str:
+        """`config.problem_type`, or the one the labels imply (stored by `_check_labels` once they pass)."""
         validate_labels_type(labels)
-        if self.config.problem_type is None:
-            if self.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        return self.config.problem_type
+        if self.config.problem_type is not None:
+            return self.config.problem_type
+        if self.num_labels == 1:
+            return "regression"
+        if labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+            return "single_label_classification"
+        return "multi_label_classification"
 
     def _check_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
+        """Checked labels in the loss's dtype; an inferred problem type is stored only for labels that pass."""
+        inferred = self.config.problem_type is None
+        try:
+            labels = self._checked_labels(labels, problem_type, batch_size)
+        except ValueError as error:
+            if inferred and problem_type == "multi_label_classification" and labels.dim() == 1:
+                raise ValueError(
+                    f"{error} Float `labels` of shape (batch,) are read as multi-label targets (the problem type "
+                    "follows the labels' dtype): pass class ids as integers (`labels.long()`), or set "
+                    "`config.problem_type`."
+                ) from error
+            raise
+        if inferred:
+            self.config.problem_type = problem_type
+        return labels
+
+    def _checked_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
         validate_labels(labels, problem_type, self.num_labels, self.config.check_input_values)
         if labels.shape[0] != batch_size:
             raise ValueError(f"`labels` has batch size {labels.shape[0]} but the inputs have {batch_size}.")

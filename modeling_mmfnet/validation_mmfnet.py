@@ -199,6 +199,12 @@ def validate_model_inputs(
                 )
             if sub_config.model_type == "mmfnet_conv" and not tracing:
                 check_conv_input_size("pixel_values", sub_config, tuple(pixels.shape[2:]))
+            patch_size = getattr(sub_config, "patch_size", None)
+            if isinstance(patch_size, int) and not tracing and min(pixels.shape[2:]) < patch_size:
+                raise ValueError(
+                    f"`pixel_values` images of {pixels.shape[2]}×{pixels.shape[3]} are smaller than one patch of the "
+                    f"vision encoder (vision_config.patch_size={patch_size}); resize them with its image processor."
+                )
             if check_values:
                 _check_finite(checks, "pixel_values", pixels)
         elif modality == "text":
@@ -232,6 +238,13 @@ def validate_model_inputs(
         else:
             name = "input_features" if "input_features" in tensors else "input_values"
             audio = tensors[name]
+            accepted = getattr(model, "_encoder_arguments", {}).get("audio")
+            if accepted and name not in accepted:
+                other = "input_values" if name == "input_features" else "input_features"
+                raise ValueError(
+                    f"`{name}` was given but the audio encoder ({sub_config.model_type}) takes `{other}`; use the "
+                    "feature extractor that matches the audio encoder."
+                )
             _require_float(name, audio, "waveforms or spectrograms")
             # frames are the last axis of (B, F, T) features and of (B, S) waveforms, the middle one of (B, T, F)
             length = audio.shape[-1] if name == "input_features" or audio.dim() == 2 else audio.shape[1]
@@ -264,6 +277,8 @@ def validate_labels_type(labels: Any) -> None:
             f"`labels` must be a torch.Tensor, got {type(labels).__name__}; convert it, e.g. `torch.tensor(labels)` "
             "(the data collator does this)."
         )
+    if labels.dim() == 0:
+        raise ValueError("`labels` must have a batch dimension, shape (batch,) or (batch, num_labels); got a scalar.")
     if labels.dtype == torch.bool or labels.is_complex():
         raise TypeError(f"`labels` must be integer class ids or float targets, got {labels.dtype}.")
 

@@ -128,6 +128,10 @@ FORWARD_CASES = [
     ("int_embeds", _with(pixel_values=None, vision_embeds=torch.zeros(2, 32, dtype=torch.long)), TypeError,
      r"`vision_embeds` must be a floating-point tensor"),
     ("empty_batch", lambda: random_inputs(0), ValueError, r"The batch is empty \(batch size 0\)"),
+    ("smaller_than_a_patch", _with(pixel_values=torch.randn(2, 3, 2, 2)), ValueError,
+     r"`pixel_values` images of 2×2 are smaller than one patch .*patch_size=4"),
+    ("audio_key_for_another_encoder", _with(input_values=None, input_features=torch.randn(2, 16, 10)), ValueError,
+     r"`input_features` was given but the audio encoder \(wav2vec2\) takes `input_values`"),
 ]  # fmt: skip
 
 
@@ -176,6 +180,7 @@ def test_value_checks_can_be_turned_off():
 # ------------------------------------------------------------------------------------------------------- labels
 LABEL_CASES = [
     ("list", "single_label_classification", 5, [0, 1], TypeError, r"`labels` must be a torch.Tensor, got list"),
+    ("scalar", "single_label_classification", 5, torch.tensor(1), ValueError, r"must have a batch dimension"),
     ("bool", "multi_label_classification", 5, torch.ones(2, 5, dtype=torch.bool), TypeError, r"got torch.bool"),
     ("class_out_of_range", "single_label_classification", 5, torch.tensor([0, 5]), ValueError, r"must be in \[0, 5\)"),
     ("multi_label_outside", "multi_label_classification", 5, torch.tensor([[0.0, 1, 2, 0, 0], [0, 0, 0, 0, -1]]),
@@ -219,3 +224,23 @@ def test_finite_check_has_no_false_alarm_on_large_values(model):
     huge[1, 3] = float("nan")
     with pytest.raises(ValueError, match=r"`text_embeds` holds NaN or inf values \(rows \[1\]\)"):
         model(text_embeds=huge)
+
+
+def test_inferred_problem_type_is_kept_only_for_labels_that_pass():
+    """Float class ids (B,) look like multi-label targets: the error says so, and does not pin the problem type."""
+    torch.manual_seed(0)
+    head = mm.MMFNetForClassification(mm.MMFNetConfig(text_config=tiny_bert(), fusion_dim=16, num_labels=3))
+    inputs = random_inputs(2, modalities=("text",))
+    with pytest.raises(ValueError, match=r"read as multi-label targets .*`labels.long\(\)`"):
+        head(**inputs, labels=torch.tensor([1.0, 2.0]))
+    assert head.config.problem_type is None
+    assert head(**inputs, labels=torch.tensor([1, 2])).loss is not None
+    assert head.config.problem_type == "single_label_classification"
+
+
+def test_half_precision_inputs_are_cast_to_the_encoders_dtype(model):
+    inputs = random_inputs(2)
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        half = model(**{k: v.half() if v.is_floating_point() else v for k, v in inputs.items()}).logits
+    torch.testing.assert_close(half, reference, rtol=1e-2, atol=1e-2)
