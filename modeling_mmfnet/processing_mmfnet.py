@@ -278,6 +278,8 @@ class MMFNetProcessor(ProcessorMixin):
             raise ValueError(f"`images`, `text` and `audio` must have the same batch size (one entry per sample, None "
                              f"for missing); got {sizes}.")  # fmt: skip
         batch_size = next(iter(sizes.values()))
+        if batch_size == 0:
+            raise ValueError("the batch is empty: pass at least one sample (None marks a missing modality).")
         data: dict[str, Any] = {}
         mask = torch.zeros(batch_size, len(self.modalities), dtype=torch.bool)
         for column, modality in enumerate(self.modalities):
@@ -305,6 +307,9 @@ class MMFNetProcessor(ProcessorMixin):
                 features = self.image_processor(present, return_tensors="pt", **(images_kwargs or {}))
                 data["pixel_values"] = _scatter(features["pixel_values"], rows, batch_size)
             elif modality == "text":
+                for item, row in zip(present, rows, strict=True):
+                    if not isinstance(item, str):
+                        raise TypeError(f"`text` row {row} is a {type(item).__name__}; expected a string or None.")
                 options = {"padding": True, "truncation": True, **(text_kwargs or {})}
                 features = self.tokenizer(present, return_tensors="pt", **options)
                 pad_id = self.tokenizer.pad_token_id or 0
@@ -367,6 +372,13 @@ class MMFNetProcessor(ProcessorMixin):
             )
         waves = []
         for clip, row in zip(clips, rows, strict=True):
+            if (isinstance(clip, np.ndarray) and np.issubdtype(clip.dtype, np.integer)) or (
+                isinstance(clip, torch.Tensor) and not clip.is_floating_point()
+            ):
+                raise TypeError(
+                    f"`audio` row {row} holds integer samples ({clip.dtype}, e.g. 16-bit PCM); convert them to floats "
+                    "in [-1, 1] first (e.g. `wave / 32768` for int16)."
+                )
             try:
                 wave = np.asarray(clip, dtype=np.float32)
             except (TypeError, ValueError) as error:
@@ -454,7 +466,15 @@ def _load_image(value: Any, row: int, allow_remote: bool = False) -> Any:
         if not os.path.isfile(value):
             raise ValueError(f"`images` row {row} is a string but not an existing image file: {str(value)[:120]!r}.")
         source = value
-    elif not isinstance(value, (Image.Image, np.ndarray, torch.Tensor)):
+    elif isinstance(value, (np.ndarray, torch.Tensor)):
+        if value.ndim not in (2, 3) or 0 in value.shape:
+            raise ValueError(
+                f"`images` row {row} is an array of shape {tuple(value.shape)}; expected (height, width) or "
+                "(height, width, channels) / (channels, height, width) with every side > 0."
+            )
+        if value.ndim == 2:  # one grey channel, last axis
+            value = value[..., None]
+    elif not isinstance(value, Image.Image):
         raise TypeError(
             f"`images` row {row} is a {type(value).__name__}; expected a PIL image, an array, encoded image bytes, "
             "a local path, or None for a missing image."

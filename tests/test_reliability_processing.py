@@ -67,6 +67,11 @@ PROCESSOR_CASES = [
     ("rgb_array_into_grey", lambda p, _: p(images=[np.zeros((8, 8, 3), dtype=np.uint8)]), ValueError,
      r"`images` row 0 has 3 channel\(s\) but the image processor normalises 1 \(image_mean=\[0.5\]\)"),
     ("not_an_image", lambda p, _: p(images=[42]), TypeError, r"`images` row 0 is a int; expected a PIL image"),
+    ("empty_array_image", lambda p, _: p(images=[grey(), np.zeros((0, 8))]), ValueError,
+     r"`images` row 1 is an array of shape \(0, 8\)"),
+    ("int16_audio", lambda p, _: p(audio=[(wave() * 1000).astype(np.int16)], sampling_rate=8000), TypeError,
+     r"`audio` row 0 holds integer samples \(int16, e.g. 16-bit PCM\); convert them to floats in \[-1, 1\]"),
+    ("empty_batch", lambda p, _: p(images=[], audio=[]), ValueError, r"the batch is empty"),
 ]  # fmt: skip
 
 
@@ -85,6 +90,8 @@ def test_encoded_images_and_resampling_are_correct(processor):
     torch.testing.assert_close(processor(images=[rgb])["pixel_values"], from_pil, rtol=0, atol=0)
     for encoded in (png_bytes(image), {"bytes": png_bytes(image), "path": None}):
         torch.testing.assert_close(processor(images=[encoded])["pixel_values"], from_pil, rtol=0, atol=0)
+    grey_array = np.asarray(image)  # (height, width): one channel
+    torch.testing.assert_close(processor(images=[grey_array])["pixel_values"], from_pil, rtol=0, atol=0)
     clip = wave(8000)
     resampled = processor(audio=[clip], sampling_rate=16000, resample=True)["input_features"]
     expected = processor(audio=[resample_poly(clip, 1, 2).astype(np.float32)], sampling_rate=8000)["input_features"]
