@@ -272,6 +272,13 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         """
         path = pretrained_model_name_or_path
         subfolder = kwargs.get("subfolder", "")
+        if os.path.isfile(path):
+            raise OSError(
+                f"{str(path)!r} is a file; `from_pretrained` takes the checkpoint folder (with config.json)."
+            )
+        looks_local = isinstance(path, os.PathLike) or str(path).startswith(("/", "./", "../", "~"))
+        if looks_local and not os.path.isdir(os.path.expanduser(path)):
+            raise OSError(f"{str(path)!r}: no such checkpoint folder.")
         if os.path.isdir(path) and kwargs.get("config") is None:
             config_file = os.path.join(path, subfolder, "config.json")
             if not os.path.isfile(config_file):

@@ -223,6 +223,16 @@ class MMFNetProcessor(ProcessorMixin):
         cls, pretrained_model_name_or_path: str | os.PathLike, processor_dict: dict | None = None, **kwargs: Any
     ) -> list[Any]:
         """Load only the parts that were saved (`present_parts`), in `__init__` order."""
+        folder = os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
+        if (
+            not processor_dict
+            and os.path.isdir(folder)
+            and not os.path.isfile(os.path.join(folder, "processor_config.json"))
+        ):
+            raise OSError(
+                f"{str(folder)!r} has no processor_config.json: it holds no MMFNetProcessor (save one with "
+                "`processor.save_pretrained(folder)`, or build it with `MMFNetProcessor.from_encoders_pretrained`)."
+            )
         present = (processor_dict or {}).get("present_parts", list(PARTS.values()))
         subfolder = kwargs.pop("subfolder", "")
         loaders = {"image_processor": AutoImageProcessor, "feature_extractor": AutoFeatureExtractor}

@@ -89,6 +89,15 @@ def test_folder_without_config_names_the_file(saved, tmp_path):
         mm.MMFNetForClassification.from_pretrained(folder)
 
 
+def test_wrong_paths_name_the_problem(saved, tmp_path):
+    with pytest.raises(OSError, match=r"model.safetensors' is a file; `from_pretrained` takes the checkpoint folder"):
+        mm.MMFNetForClassification.from_pretrained(saved / "model.safetensors")
+    with pytest.raises(OSError, match=r"nope': no such checkpoint folder"):
+        mm.MMFNetForClassification.from_pretrained(tmp_path / "nope")
+    with pytest.raises(OSError, match=r"has no processor_config.json: it holds no MMFNetProcessor"):
+        mm.MMFNetProcessor.from_pretrained(saved)  # a model folder without a processor
+
+
 def test_legitimate_loads_still_work(saved, tmp_path):
     """Re-heading with `ignore_mismatched_sizes=True`, and a base checkpoint loaded as a head, keep working."""
     reheaded = mm.MMFNetForClassification.from_pretrained(saved, num_labels=5, ignore_mismatched_sizes=True)
