@@ -180,7 +180,7 @@ def test_kill_mid_save_keeps_a_loadable_checkpoint(tmp_path):
         references[seed] = mm.MMFNetForClassification(config).state_dict()["classifier.weight"]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     interrupted = 0
-    for delay in (0.4, 0.9):
+    for _ in range(2):
         child = subprocess.Popen(
             [sys.executable, "-c", KILL_CHILD, str(folder), str(ROOT / "tests")],
             stdout=subprocess.PIPE,
@@ -188,12 +188,15 @@ def test_kill_mid_save_keeps_a_loadable_checkpoint(tmp_path):
             cwd=tmp_path,
         )
         assert child.stdout.readline().strip() == b"saved"
-        time.sleep(delay)
-        staging = [p.name for p in tmp_path.iterdir() if p.name.startswith(".checkpoint.saving-")]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill while the weights are being written into a staging folder
+            if any(tmp_path.glob(".checkpoint.saving-*/model.safetensors")):
+                break
+            time.sleep(0.001)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".checkpoint.saving-")]
-        interrupted += bool(leftovers) or bool(staging)
+        interrupted += bool(leftovers)
         for leftover in leftovers:  # what a kill leaves: a staging folder beside the checkpoint, never inside it
             shutil.rmtree(leftover)
         loaded = mm.MMFNetForClassification.from_pretrained(folder)
