@@ -17,7 +17,13 @@ from .modeling_mmfnet import (
     MMFNetPreTrainedModel,
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
-from .processing_mmfnet import MMFNetDataCollator, MMFNetProcessor, conv_image_processor, conv_spectrogram_extractor
+from .processing_mmfnet import (
+    MMFNetDataCollator,
+    MMFNetProcessor,
+    MMFNetSpectrogramExtractor,
+    conv_image_processor,
+    conv_spectrogram_extractor,
+)
 
 AutoConfig.register(MMFNetConfig.model_type, MMFNetConfig, exist_ok=True)
 AutoConfig.register(MMFNetConvConfig.model_type, MMFNetConvConfig, exist_ok=True)
@@ -48,6 +54,7 @@ __all__ = [
     "MMFNetModelOutput",
     "MMFNetPreTrainedModel",
     "MMFNetProcessor",
+    "MMFNetSpectrogramExtractor",
     "cache_modality_embeddings",
     "conv_image_processor",
     "conv_spectrogram_extractor",

@@ -9,6 +9,8 @@ run restores it).
 import torch
 from torch.nn import functional as F
 
+from .configuration_mmfnet import MMFNetConfig
+
 
 def shift_and_flip_images(pixel_values: torch.Tensor, max_shift: float = 0.0, flip_prob: float = 0.0) -> torch.Tensor:
     r"""Random translation and horizontal flip of a batch of images `(B, C, H, W)`, drawn per sample.
@@ -78,15 +80,18 @@ def mask_spectrograms(
 
 
 def augment_inputs(
-    config,
+    config: MMFNetConfig,
     pixel_values: torch.Tensor | None,
     input_features: torch.Tensor | None,
     audio_attention_mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Apply the `config.augment_*` transforms that are switched on; inputs that are None stay None."""
-    if pixel_values is not None and (config.augment_image_shift > 0 or config.augment_image_flip > 0):
+    """Apply the `config.augment_*` transforms that are switched on; inputs that are None stay None, and inputs of
+    another shape are left for the model's input checks to report."""
+    images = isinstance(pixel_values, torch.Tensor) and pixel_values.dim() == 4
+    spectrograms = isinstance(input_features, torch.Tensor) and input_features.dim() == 3
+    if images and (config.augment_image_shift > 0 or config.augment_image_flip > 0):
         pixel_values = shift_and_flip_images(pixel_values, config.augment_image_shift, config.augment_image_flip)
-    if input_features is not None and (config.augment_time_mask > 0 or config.augment_frequency_mask > 0):
+    if spectrograms and (config.augment_time_mask > 0 or config.augment_frequency_mask > 0):
         input_features = mask_spectrograms(
             input_features,
             config.augment_time_mask,

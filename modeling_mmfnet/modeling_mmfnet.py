@@ -298,6 +298,11 @@ class MMFNetPreTrainedModel(PreTrainedModel):
                 f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
             ) from error
         check_loaded_weights(model, loading_info, str(path), ignore_mismatched_sizes)
+        # loading re-creates the parameters (requires_grad=True): freeze the encoders the config freezes again
+        base = getattr(model, model.base_model_prefix, model)
+        for modality in base.config.modalities:
+            if getattr(base.config, f"freeze_{modality}"):
+                getattr(base, f"{modality}_model").requires_grad_(False)
         return (model, loading_info) if output_loading_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:

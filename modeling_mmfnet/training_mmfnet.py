@@ -34,7 +34,15 @@ import pyarrow.compute as pc
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
 from PIL import Image as PILImage
-from transformers import AutoProcessor, EvalPrediction, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import (
+    AutoProcessor,
+    EvalPrediction,
+    HfArgumentParser,
+    IntervalStrategy,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings, cacheable_modalities
 from .card_mmfnet import write_model_card
@@ -138,6 +146,11 @@ class DataArguments:
     )
 
 
+def strategy_name(strategy: Any) -> str:
+    """'no', 'steps', 'epoch' or 'best', from a strategy enum or string (`str()` of the enum is its class path)."""
+    return getattr(strategy, "value", strategy)
+
+
 @dataclass
 class MMFNetTrainingArguments(TrainingArguments):
     r"""`TrainingArguments` with the defaults of a fine-tuning run and two MMFNet options.
@@ -183,7 +196,7 @@ class MMFNetTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         if self.load_best_model_at_end is None:
-            evaluates, saves = str(self.eval_strategy), str(self.save_strategy)
+            evaluates, saves = strategy_name(self.eval_strategy), strategy_name(self.save_strategy)
             self.load_best_model_at_end = evaluates != "no" and saves in (evaluates, "best")
             if not self.load_best_model_at_end and evaluates != "no":
                 logger.warning(
@@ -208,6 +221,14 @@ class MMFNetTrainer(Trainer):
 
     _saving_checkpoint = False
 
+    def __init__(self, *args: Any, processing_class: Any = None, **kwargs: Any) -> None:
+        # transformers 5.24's `align_special_tokens` reads `processor.tokenizer` of any processor and fails on None
+        # (a vision + audio MMFNet): such a processor is saved by `_save` itself, not handed to the Trainer
+        self._own_processor = None
+        if isinstance(processing_class, MMFNetProcessor) and processing_class.tokenizer is None:
+            self._own_processor, processing_class = processing_class, None
+        super().__init__(*args, processing_class=processing_class, **kwargs)
+
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         building = self.optimizer is None
         optimizer = super().create_optimizer(model)
@@ -226,11 +247,13 @@ class MMFNetTrainer(Trainer):
                 optimizer.add_param_group({**options, "params": rest})
             if encoder:
                 optimizer.add_param_group({**options, "params": encoder, "lr": encoder_lr})
+        trained = [p for group in groups for p in group["params"]]
+        in_encoders = sum(id(p) in encoder_ids for p in trained)
         logger.info(
             "optimizer: %d encoder tensors at lr %g, %d others at lr %g",
-            len(encoder_ids & {id(p) for g in groups for p in g["params"]}),
+            in_encoders,
             encoder_lr,
-            sum(len(g["params"]) for g in groups) - len(encoder_ids & {id(p) for g in groups for p in g["params"]}),
+            len(trained) - in_encoders,
             self.args.learning_rate,
         )
         return optimizer
@@ -255,6 +278,8 @@ class MMFNetTrainer(Trainer):
             frozen = self._frozen_parameter_names()
             state_dict = {k: v for k, v in self.model.state_dict().items() if k not in frozen}
         super()._save(output_dir, state_dict=state_dict)
+        if self._own_processor is not None and self.args.should_save:
+            self._own_processor.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
 
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         if getattr(self.args, "checkpoint_trainable_only", False):  # the frozen weights are left out on purpose
@@ -282,17 +307,19 @@ def load_data(args: DataArguments, seed: int = 42, carve_validation: bool = Fals
             )
         if args.train_split not in data:
             raise ValueError(f"no {args.train_split!r} split to carve a validation split from (it has {list(data)}).")
-        parts = data[args.train_split].train_test_split(
-            test_size=args.validation_split_percentage / 100, seed=seed, keep_in_memory=True
-        )
-        data[args.train_split], data[args.eval_split] = parts["train"], parts["test"]
+        # a seeded permutation: the same split on every rank and every run, no cache files written next to the data
+        train_rows = data[args.train_split]
+        order = np.random.default_rng(seed).permutation(len(train_rows))
+        size = max(1, round(len(train_rows) * args.validation_split_percentage / 100))
+        data[args.eval_split] = train_rows.select(np.sort(order[:size]), keep_in_memory=True)
+        data[args.train_split] = train_rows.select(np.sort(order[size:]), keep_in_memory=True)
         logger.info(
             "validation: %d rows carved out of %r (%d%%, seed %d), %d left to train on",
-            len(parts["test"]),
+            size,
             args.train_split,
             args.validation_split_percentage,
             seed,
-            len(parts["train"]),
+            len(train_rows) - size,
         )
     for name, limit in ((args.train_split, args.max_train_samples), (args.eval_split, args.max_eval_samples)):
         if limit is not None and name in data:
@@ -652,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict[str, float]:
+def run(
+    model_args: ModelArguments, data_args: DataArguments, training_args: MMFNetTrainingArguments
+) -> dict[str, float]:
     """Check the data, build (or load) the model, train, evaluate; the metrics, also in `mmfnet_results.json`.
 
     Raises a ValueError, before anything is built, on a run with nothing to do or data that does not fit.
@@ -672,7 +701,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
     if not do_train and model_args.model_name_or_path is None:
         raise ValueError("--do_train false evaluates a trained model: give it with --model_name_or_path.")
 
-    evaluates_during_training = do_train and str(training_args.eval_strategy) != "no"
+    evaluates_during_training = do_train and strategy_name(training_args.eval_strategy) != "no"
     data = load_data(data_args, seed=training_args.seed, carve_validation=evaluates_during_training)
     test_splits = [s for s in data_args.test_splits.split(",") if s]
     if do_train:
@@ -701,14 +730,16 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
     labels = check_data(data, data_args, modalities, splits)
     shapes = data_shapes(data, data_args, modalities, splits)
 
+    if not do_train:  # evaluation alone: no evaluation loop during training, no best checkpoint to pick
+        training_args.eval_strategy, training_args.load_best_model_at_end = IntervalStrategy.NO, False
     if model_args.model_name_or_path is not None:
         model, processor = load_trained(model_args, labels)
+        check_sampling_rate(processor, shapes["sampling_rate"])
     else:
         processor = build_processor(
             model_args, shapes["image_channels"], shapes["image_size"], shapes["sampling_rate"]
         )
-        if model_args.audio_encoder.lower() not in ("conv", "none"):
-            check_sampling_rate(processor, shapes["sampling_rate"])
+        check_sampling_rate(processor, shapes["sampling_rate"])
         model = build_model(model_args, labels, shapes["image_channels"])
     if model_args.lora_modalities:
         model = add_lora(model, model_args.lora_modalities.split(","), model_args.lora_rank)
