@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 
 from .modeling_mmfnet import MMFNetPreTrainedModel
-from .processing_mmfnet import MMFNetDataCollator
+from .processing_mmfnet import MMFNetDataCollator, check_rows, collate_labels
 
 EMBED_COLUMNS = ("vision_embeds", "text_embeds", "audio_embeds")
 
@@ -134,6 +134,13 @@ class MMFNetEmbeddingCollator:
         self.collator = collator
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = check_rows(rows)
+        lacking = [i for i, row in enumerate(rows) if "modality_mask" not in row]
+        if lacking:
+            raise ValueError(
+                f"rows {lacking[:5]} have no 'modality_mask' column; MMFNetEmbeddingCollator batches the output of "
+                "`cache_modality_embeddings` (use MMFNetDataCollator for raw rows)."
+            )
         embed_names = [name for name in EMBED_COLUMNS if name in rows[0]]
         batch = {
             name: torch.from_numpy(np.stack([np.asarray(row[name], dtype=np.float32) for row in rows]))
@@ -150,8 +157,9 @@ class MMFNetEmbeddingCollator:
                 mask = mask | raw.pop("modality_mask").bool()
                 batch.update(raw)
         batch["modality_mask"] = mask
-        if self.label_column is not None and self.label_column in rows[0]:
-            batch["labels"] = torch.tensor([row[self.label_column] for row in rows])
+        labels = collate_labels(rows, self.label_column)
+        if labels is not None:
+            batch["labels"] = labels
         return batch
 
 

@@ -25,6 +25,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from .configuration_mmfnet import MODALITIES, MMFNetConfig, MMFNetConvConfig
+from .saving_mmfnet import atomic_write_text
 
 TEMPLATE_NAME = "model_card.md"
 MMFNET_TAGS: tuple[str, ...] = ("mmfnet", "multimodal", "multimodal-fusion")
@@ -240,7 +241,7 @@ def write_model_card(
     path = Path(folder) / "README.md"
     existing = path.read_text(encoding="utf-8") if path.is_file() else None
     text = refresh_model_card(model if model is not None else folder, existing, replace=replace, **kwargs)
-    path.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
     return path
 
 

@@ -1,5 +1,7 @@
 """Configurations of MMFNet and of its small from-scratch convolutional backbone."""
 
+import dataclasses
+import difflib
 from typing import Any, ClassVar, Literal, get_args
 
 from huggingface_hub.dataclasses import strict
@@ -11,6 +13,124 @@ FusionType = Literal["concat", "gated", "attention", "tensor", "low_rank", "tran
 PoolingType = Literal["mean", "cls", "max", "pooler", "attention"]
 FUSION_TYPES: tuple[str, ...] = get_args(FusionType)
 POOLING_TYPES: tuple[str, ...] = get_args(PoolingType)
+PROBLEM_TYPES: tuple[str, ...] = ("regression", "single_label_classification", "multi_label_classification")
+MAX_FUSION_PARAMETERS: int = 1_000_000_000
+"""The most parameters the fusion and heads may have (4 GB in float32); larger configs are refused when built."""
+
+# Keys `PreTrainedConfig.__init__` receives that are not fields: set by transformers itself (`from_pretrained`,
+# `to_dict`, `save_pretrained`, remote code), or legacy attributes of configs saved by transformers 4.x.
+TRANSFORMERS_CONFIG_KEYS: frozenset[str] = frozenset(
+    {
+        "model_type", "num_labels", "name_or_path", "_name_or_path", "_commit_hash", "torch_dtype", "auto_map",
+        "attn_implementation", "experts_implementation", "output_attentions", "per_layer_config",
+        "_attn_implementation_internal", "_experts_implementation_internal", "_attn_implementation_autoset",
+        "rope_scaling", "rope_theta", "torchscript", "use_bfloat16", "tf_legacy_loss", "pruned_heads",
+        "tie_word_embeddings", "is_decoder", "add_cross_attention", "cross_attention_hidden_size",
+        "tie_encoder_decoder", "finetuning_task", "tokenizer_class", "prefix", "bos_token_id", "pad_token_id",
+        "eos_token_id", "sep_token_id", "decoder_start_token_id", "task_specific_params", "use_return_dict",
+        "custom_pipelines",
+    }
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------- reliability checks (#14)
+def check_unknown_kwargs(config: PreTrainedConfig, kwargs: dict[str, Any]) -> None:
+    """Refuse keyword arguments that are no field of `config` (a typo would silently keep the default)."""
+    from transformers import GenerationConfig
+
+    exempt = TRANSFORMERS_CONFIG_KEYS | set(GenerationConfig._get_default_generation_params())
+    unknown = [key for key in kwargs if key not in exempt]
+    if not unknown:
+        return
+    valid = sorted(f.name for f in dataclasses.fields(config) if not f.name.startswith("_"))
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+        hints.append(f"`{key}`" + (f" (did you mean {', '.join(f'`{c}`' for c in close)}?)" if close else ""))
+    raise TypeError(
+        f"{type(config).__name__} got unknown argument(s) {', '.join(hints)}. Valid arguments: {', '.join(valid)}."
+    )
+
+
+def check_flags(config: PreTrainedConfig, names: tuple[str, ...]) -> None:
+    """Boolean fields must be real booleans: `freeze_text="no"` is truthy and would freeze the encoder."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise TypeError(f"`{name}` must be a bool (True or False), got {value!r} ({type(value).__name__}).")
+
+
+def check_labels_config(config: PreTrainedConfig, kwargs: dict[str, Any]) -> None:
+    """`num_labels` ≥ 1, an `id2label` of that length, and one of transformers' three `problem_type`s."""
+    num_labels = kwargs.get("num_labels")
+    if num_labels is not None and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1):
+        raise ValueError(f"`num_labels` must be an int >= 1, got {num_labels!r}.")
+    if config.id2label is not None:
+        if not isinstance(config.id2label, dict):
+            raise TypeError(f"`id2label` must be a dict {{class id: name}}, got {type(config.id2label).__name__}.")
+        # a config read from a file (it carries `transformers_version`) may be re-headed with `num_labels=`, as in
+        # transformers; a config built by hand with disagreeing `id2label` and `num_labels` is a mistake
+        if num_labels is not None and len(config.id2label) != num_labels and config.transformers_version is None:
+            raise ValueError(
+                f"`id2label` has {len(config.id2label)} entries but `num_labels` is {num_labels}; give one name per "
+                "class, or leave one of them out."
+            )
+        if len(config.id2label) < 1:
+            raise ValueError("`id2label` is empty; a classifier needs at least one class.")
+    if config.label2id is not None and config.id2label is not None and len(config.label2id) != len(config.id2label):
+        raise ValueError(
+            f"`label2id` has {len(config.label2id)} entries but `id2label` has {len(config.id2label)}; they must "
+            "name the same classes."
+        )
+    if config.problem_type is not None and config.problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"`problem_type` must be one of {PROBLEM_TYPES} or None, got {config.problem_type!r}.")
+
+
+def check_sub_config_dicts(config: PreTrainedConfig, keys: tuple[str, ...]) -> None:
+    """A sub-config given as a dict must say which model it is: without `model_type` a default would be built."""
+    for key in keys:
+        value = getattr(config, key)
+        if isinstance(value, dict) and not value.get("model_type"):
+            raise ValueError(
+                f"`{key}` is a dict without `model_type`, so it is unclear which encoder it describes (it would "
+                f"silently become a default config). Add e.g. `model_type='bert'`, or pass a config object."
+            )
+
+
+def estimate_fusion_parameters(config: "MMFNetConfig") -> int:
+    r"""Parameters of the fusion module, the missing embeddings and the heads (encoders and projections aside).
+
+    `tensor` fusion has `(t + 1)^M · h` weights in its first layer; the others grow with `d²` and `M`.
+    """
+    num_modalities = len(config.modalities)
+    dim, hidden, num_labels = config.fusion_dim, config.fusion_hidden_dim, max(config.num_labels or 1, 1)
+    mlp = hidden + hidden * dim + dim
+    sizes = {
+        "concat": num_modalities * dim * hidden + mlp,
+        "gated": num_modalities * dim * (dim + 1) + (num_modalities * dim) * (num_modalities * dim + 1),
+        "attention": dim * dim + 2 * dim,
+        "tensor": num_modalities * (dim + 1) * config.tensor_fusion_dim
+        + (config.tensor_fusion_dim + 1) ** num_modalities * hidden
+        + mlp
+        + 2 * dim,
+        "low_rank": num_modalities * config.low_rank_rank * (dim + 1) * dim + config.low_rank_rank + 3 * dim,
+        "transformer": config.fusion_layers * (4 * dim * dim + 2 * dim * hidden + hidden + 9 * dim)
+        + (num_modalities + 3) * dim,
+    }
+    heads = (dim + 1) * num_labels * (1 + num_modalities) + num_modalities * dim
+    return sizes.get(config.fusion_type, 0) + heads
+
+
+def check_size(config: "MMFNetConfig") -> None:
+    """Refuse a fusion whose parameter count would exhaust memory, before anything is allocated."""
+    count = estimate_fusion_parameters(config)
+    if count > MAX_FUSION_PARAMETERS:
+        raise ValueError(
+            f"This config's {config.fusion_type!r} fusion and heads would have about {count:,} parameters "
+            f"({count * 4 / 2**30:,.1f} GiB in float32), over the limit of {MAX_FUSION_PARAMETERS:,}. Lower "
+            "`tensor_fusion_dim` (tensor fusion grows as (tensor_fusion_dim + 1)^modalities), `fusion_dim` or "
+            "`fusion_hidden_dim`."
+        )
 
 
 @strict
@@ -42,6 +162,7 @@ class MMFNetConvConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
+        check_unknown_kwargs(self, kwargs)
         self.hidden_sizes = list(self.hidden_sizes)
         if self.spectrogram_normalization not in ("utterance", "none"):
             raise ValueError(
@@ -105,6 +226,10 @@ class MMFNetConfig(PreTrainedConfig):
             each pretrained encoder was loaded from (set by `from_encoders_pretrained`; pass a Hub id yourself when
             the encoder came from a local copy of a Hub checkpoint). Model cards list Hub ids as `base_model`.
         initializer_range (`float`, defaults to 0.02): std of normal initialisations.
+        check_input_values (`bool`, defaults to `True`): `forward` checks the values of its inputs and labels (no
+            NaN / inf, token ids within the vocabulary, 0/1 masks, no padding-only row of a present sample) and
+            names the argument at fault; one reduction per tensor and one host sync per call. `False` skips these
+            (dtype and shape checks always run).
     """
 
     model_type = "mmfnet"
@@ -154,8 +279,13 @@ class MMFNetConfig(PreTrainedConfig):
     text_encoder_name: str | None = None
     audio_encoder_name: str | None = None
     initializer_range: float = 0.02
+    check_input_values: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
+        check_unknown_kwargs(self, kwargs)
+        check_flags(self, ("freeze_vision", "freeze_text", "freeze_audio", "check_input_values"))
+        check_labels_config(self, kwargs)
+        check_sub_config_dicts(self, tuple(f"{m}_config" for m in MODALITIES))
         for modality in MODALITIES:
             key = f"{modality}_config"
             sub_config = getattr(self, key)
@@ -163,6 +293,7 @@ class MMFNetConfig(PreTrainedConfig):
             if isinstance(sub_config, dict) and sub_config.get("model_type") == MMFNetConvConfig.model_type:
                 setattr(self, key, MMFNetConvConfig(**{k: v for k, v in sub_config.items() if k != "model_type"}))
         super().__post_init__(**kwargs)
+        check_size(self)
 
     # Structural checks: `@strict` runs every `validate_*` method after `__init__` and before `save_pretrained`, so
     # a config edited after construction is checked again; the field types (Literal choices included) are checked
@@ -214,4 +345,12 @@ class MMFNetConfig(PreTrainedConfig):
         return tuple(m for m in MODALITIES if getattr(self, f"{m}_config") is not None)
 
 
-__all__ = ["MMFNetConfig", "MMFNetConvConfig", "MODALITIES", "FUSION_TYPES", "POOLING_TYPES"]
+__all__ = [
+    "FUSION_TYPES",
+    "MAX_FUSION_PARAMETERS",
+    "MODALITIES",
+    "POOLING_TYPES",
+    "PROBLEM_TYPES",
+    "MMFNetConfig",
+    "MMFNetConvConfig",
+]

@@ -29,7 +29,7 @@ from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.processing_utils import Unpack
-from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 
 from .augmentation_mmfnet import augment_inputs
@@ -44,6 +44,10 @@ from .fusion_mmfnet import (
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
 from .pipeline_mmfnet import SAVED_TASK, MMFNetClassificationPipeline
+from .saving_mmfnet import atomic_save, check_save_directory
+from .validation_mmfnet import validate_labels, validate_labels_type, validate_model_inputs
+
+logger = logging.get_logger(__name__)
 
 ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "vision": ("pixel_values",),
@@ -412,22 +416,50 @@ class MMFNetPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        r"""`PreTrainedModel.from_pretrained`, with clear errors instead of silently wrong weights.
+
+        Refused: a folder without `config.json`; tensors whose shapes differ from the config's (unless
+        `ignore_mismatched_sizes=True`, which re-initialises them); tensors missing from a checkpoint saved by this
+        class (e.g. the head), which would otherwise be random; NaN / inf weights.
+        """
+        path = pretrained_model_name_or_path
+        subfolder = kwargs.get("subfolder", "")
+        if os.path.isfile(path):
+            raise OSError(
+                f"{str(path)!r} is a file; `from_pretrained` takes the checkpoint folder (with config.json)."
+            )
+        looks_local = isinstance(path, os.PathLike) or str(path).startswith(("/", "./", "../", "~"))
+        if looks_local and not os.path.isdir(os.path.expanduser(path)):
+            raise OSError(f"{str(path)!r}: no such checkpoint folder.")
+        if os.path.isdir(path) and kwargs.get("config") is None:
+            config_file = os.path.join(path, subfolder, "config.json")
+            if not os.path.isfile(config_file):
+                raise OSError(
+                    f"{str(path)!r} has no config.json (looked for {config_file!r}); a checkpoint folder needs the "
+                    "config.json that `save_pretrained` writes next to the weights."
+                )
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
         try:
-            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model, loading_info = super().from_pretrained(
+                path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+            )
         except SafetensorError as error:
             raise OSError(
-                f"Cannot read the weights of {str(pretrained_model_name_or_path)!r}: a safetensors file is corrupt or "
+                f"Cannot read the weights of {str(path)!r}: a safetensors file is corrupt or "
                 f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
             ) from error
+        check_loaded_weights(model, loading_info, str(path), ignore_mismatched_sizes)
         # loading re-creates the parameters (requires_grad=True): freeze the encoders the config freezes again
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
         base = getattr(model, model.base_model_prefix, model)
         for modality in base.config.modalities:
             if getattr(base.config, f"freeze_{modality}"):
                 getattr(base, f"{modality}_model").requires_grad_(False)
-        return loaded
+        return (model, loading_info) if output_loading_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, atomic (see `saving_mmfnet.py`); a path to a file is refused."""
+        check_save_directory(save_directory)
         # A saved head must also load as the base model through `AutoModel` with `trust_remote_code=True`.
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
@@ -446,7 +478,11 @@ class MMFNetPreTrainedModel(PreTrainedModel):
                 # a head checkpoint saved as the base model: its classification pipeline would load a random head
                 custom = {k: v for k, v in self.config.custom_pipelines.items() if k != SAVED_TASK}
                 self.config.custom_pipelines = custom
-        result = super().save_pretrained(save_directory, *args, **kwargs)
+        save = super().save_pretrained
+        if kwargs.get("push_to_hub"):  # the upload reads the folder it names: save in place, then upload
+            result = save(save_directory, *args, **kwargs)
+        else:  # staged in a sibling folder, then moved into place: a killed save leaves the previous checkpoint
+            result = atomic_save(lambda staging: save(staging, *args, **kwargs), save_directory)
         if self.model_card_hook is not None and kwargs.get("is_main_process", True):
             self.model_card_hook.after_save(self, save_directory)
         return result
@@ -474,6 +510,52 @@ class MMFNetPreTrainedModel(PreTrainedModel):
                 self, working_dir, repo_id, kwargs.get("revision"), kwargs.get("token"), options
             )
         return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
+
+
+HEAD_PARAMETERS = ("classifier.", "unimodal_classifier.", "logit_scale")
+"""State-dict prefixes of the head: the only tensors a base-model checkpoint may lack when loaded as a head."""
+OPTIONAL_HEAD_PARAMETERS = ("unimodal_classifier.", "logit_scale")
+"""Head parts a config option adds (auxiliary heads, the contrastive scale): any checkpoint may lack them."""
+
+
+def check_loaded_weights(
+    model: PreTrainedModel, loading_info: dict[str, Any], source: str, ignore_mismatched_sizes: bool
+) -> None:
+    """Raise on what `from_pretrained` would otherwise only log: shape mismatches, missing tensors, NaN / inf."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or ())
+    if mismatched and not ignore_mismatched_sizes:
+        shapes = "; ".join(f"{key}: checkpoint {tuple(a)} vs model {tuple(b)}" for key, a, b in mismatched[:8])
+        more = f" (and {len(mismatched) - 8} more)" if len(mismatched) > 8 else ""
+        raise ValueError(
+            f"{len(mismatched)} tensor(s) of {source!r} do not fit this config's shapes: {shapes}{more}. A changed "
+            "config value (e.g. `num_labels`, `fusion_dim`) causes this; pass `ignore_mismatched_sizes=True` to "
+            "re-initialise these tensors (then train them), or load without the changed value."
+        )
+    missing = sorted(loading_info.get("missing_keys") or ())
+    saved_by_this_class = type(model).__name__ in (getattr(model.config, "architectures", None) or [])
+    extras = [key for key in missing if key.startswith(OPTIONAL_HEAD_PARAMETERS)]
+    if extras:  # e.g. `aux_unimodal_weight` / `contrastive_weight` turned on for further fine-tuning
+        logger.warning("%s: new %s initialised (the checkpoint has none; train them).", source, extras)
+    absent = [
+        key for key in missing if key not in extras and (saved_by_this_class or not key.startswith(HEAD_PARAMETERS))
+    ]
+    if absent:
+        raise OSError(
+            f"{source!r} lacks {len(absent)} tensor(s) this model needs: {absent[:8]}; they would be randomly "
+            "initialised. The checkpoint is incomplete: save it again, or load it with the class that saved it "
+            f"({getattr(model.config, 'architectures', None)})."
+        )
+    tensors = [
+        (name, t) for name, t in model.state_dict().items() if t.is_floating_point() and t.device.type != "meta"
+    ]
+    if tensors:
+        finite = torch.stack([torch.isfinite(t).all().to(tensors[0][1].device) for _, t in tensors]).tolist()
+        bad = [name for (name, _), ok in zip(tensors, finite, strict=True) if not ok]
+        if bad:
+            raise ValueError(
+                f"{source!r} holds NaN or inf values in {len(bad)} tensor(s): {bad[:8]}. The checkpoint was saved "
+                "from a diverged training run or is damaged; use an earlier checkpoint."
+            )
 
 
 class MMFNetModel(MMFNetPreTrainedModel):
@@ -692,6 +774,11 @@ class MMFNetModel(MMFNetPreTrainedModel):
         if "token_type_ids" in kwargs and "token_type_ids" not in accepted:
             kwargs.pop("token_type_ids")
         kwargs.update({k: v for k, v in encoder_kwargs.items() if k in accepted or "**" in accepted})
+        dtype = encoder.dtype  # a float16 clip into a float32 encoder would fail inside its first layer
+        kwargs = {
+            k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype else v
+            for k, v in kwargs.items()
+        }
         trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         with contextlib.nullcontext() if trainable else torch.no_grad():
             outputs = encoder(**kwargs, return_dict=True)
@@ -728,6 +815,7 @@ class MMFNetModel(MMFNetPreTrainedModel):
         `modality_mask` are zeros; precomputed features given here come back unchanged.
         """
         grouped, batch_size = self._gather_inputs(inputs)
+        validate_model_inputs(self, grouped, inputs["modality_mask"], batch_size)
         device = next(iter(next(iter(grouped.values())).values())).device
         mask = self._presence_mask(grouped, inputs["modality_mask"], batch_size, device)
         embeds = {}
@@ -791,6 +879,7 @@ class MMFNetModel(MMFNetPreTrainedModel):
             )
         grouped, batch_size = self._gather_inputs(inputs)
         modality_mask = inputs["modality_mask"]
+        validate_model_inputs(self, grouped, modality_mask, batch_size)
         missing = self.missing_embeddings.weight  # (M, d): row m stands in for modality m where it is absent
         device = missing.device
         mask = self._presence_mask(grouped, modality_mask, batch_size, device)
@@ -921,6 +1010,7 @@ class MMFNetForSequenceClassification(MMFNetPreTrainedModel):
 
     def _problem_type(self, labels: torch.Tensor) -> str:
         """`config.problem_type`, or (when unset) the one these labels imply; the config is never changed."""
+        validate_labels_type(labels)
         if self.config.problem_type is not None:
             return self.config.problem_type
         if self.num_labels == 1:
@@ -930,8 +1020,22 @@ class MMFNetForSequenceClassification(MMFNetPreTrainedModel):
         return "multi_label_classification"
 
     def _check_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"`labels` must be a torch.Tensor, got {type(labels).__name__}.")
+        """Checked labels in the loss's dtype; the config is never changed (an inferred problem type is per call)."""
+        inferred = self.config.problem_type is None
+        try:
+            labels = self._checked_labels(labels, problem_type, batch_size)
+        except ValueError as error:
+            if inferred and problem_type == "multi_label_classification" and labels.dim() == 1:
+                raise ValueError(
+                    f"{error} Float `labels` of shape (batch,) are read as multi-label targets (the problem type "
+                    "follows the labels' dtype): pass class ids as integers (`labels.long()`), or set "
+                    "`config.problem_type`."
+                ) from error
+            raise
+        return labels
+
+    def _checked_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
+        validate_labels(labels, problem_type, self.num_labels, self.config.check_input_values)
         if labels.shape[0] != batch_size:
             raise ValueError(f"`labels` has batch size {labels.shape[0]} but the inputs have {batch_size}.")
         if problem_type == "single_label_classification":

@@ -45,6 +45,7 @@ from transformers import (
 )
 
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings, cacheable_modalities
+from .checkpoints_mmfnet import check_images, check_splits_not_empty, resolve_resume_checkpoint
 from .configuration_mmfnet import MODALITIES, MMFNetConvConfig
 from .modeling_mmfnet import MMFNetForClassification
 from .processing_mmfnet import MMFNetDataCollator, MMFNetProcessor, conv_image_processor, conv_spectrogram_extractor
@@ -138,6 +139,9 @@ class DataArguments:
     )
     report_missing_modalities: bool = field(
         default=True, metadata={"help": "Also evaluate with each modality removed at test time."}
+    )
+    allow_remote_images: bool = field(
+        default=False, metadata={"help": "Let image columns hold URLs, fetched over the network (off: refused)."}
     )
 
 
@@ -395,7 +399,8 @@ def _describe_rates(rates: Counter) -> str:
 
 
 def check_data(data: DatasetDict, args: DataArguments, modalities: tuple[str, ...], splits: list[str]) -> list[str]:
-    """Fail before training on a missing split or column, or labels outside the label set; the label names."""
+    """Fail before training on a missing, empty split or column, labels outside the label set, or an image that
+    cannot be decoded (or is a URL, without --allow_remote_images); the label names."""
     columns = {"vision": args.image_column, "text": args.text_column, "audio": args.audio_column}
     for split in splits:
         if split not in data:
@@ -408,6 +413,7 @@ def check_data(data: DatasetDict, args: DataArguments, modalities: tuple[str, ..
                     f"split {split!r} has no column {column!r}; it has {dataset.column_names}. Choose the column "
                     "with --image_column / --text_column / --audio_column / --label_column."
                 )
+    check_splits_not_empty(data, splits)
     label_feature = data[splits[0]].features[args.label_column]
     if isinstance(label_feature, ClassLabel):
         names = list(label_feature.names)
@@ -425,6 +431,10 @@ def check_data(data: DatasetDict, args: DataArguments, modalities: tuple[str, ..
                 f"split {split!r}: labels must be in [0, {len(names)}) for the {len(names)} classes, found "
                 f"{labels.min()}..{labels.max()}."
             )
+    image_feature = data[splits[0]].features[args.image_column] if "vision" in modalities else None
+    if isinstance(image_feature, Image) or getattr(image_feature, "dtype", None) in ("string", "large_string"):
+        for split in splits:
+            check_images(data[split], args.image_column, split, allow_remote=args.allow_remote_images)
     return names
 
 
@@ -778,7 +788,8 @@ def run(
     )
     metrics: dict[str, float] = {}
     if do_train:
-        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        result = trainer.train(resume_from_checkpoint=resume)
         if result.global_step == 0:
             raise RuntimeError(
                 "the run trained 0 steps: check --num_train_epochs / --max_steps (and that a resumed checkpoint is "

@@ -35,6 +35,8 @@ SHIPPED = {
     "modeling_mmfnet.py",
     "fusion_mmfnet.py",
     "modeling_mmfnet_conv.py",
+    "validation_mmfnet.py",
+    "saving_mmfnet.py",
     "augmentation_mmfnet.py",
     "pipeline_mmfnet.py",
 }

@@ -381,7 +381,7 @@ def test_collator_takes_the_datasets_audio_dict_form(collator, rows):
 
 def test_collator_missing_column_and_unlabelled_rows(collator, rows):
     renamed = mm.MMFNetDataCollator(collator.processor, text_column="caption")
-    with pytest.raises(KeyError, match=r"no column 'caption' \(the text column\)"):
+    with pytest.raises(ValueError, match=r"no column 'caption' \(the text column\).*`text_column=`"):
         renamed(rows)
     unlabelled = mm.MMFNetDataCollator(collator.processor, label_column=None)
     assert "labels" not in unlabelled(rows)
