@@ -49,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import modeling_mmfnet as mm  # noqa: E402
 
 MODALITIES = ("vision", "text", "audio")
-ENCODER_INPUTS = {"vision": ("pixel_values",), "text": ("input_ids", "attention_mask"), "audio": ("input_values",)}
 GOALS = {
     "P1": {"concat": 1.03, "gated": 1.03, "attention": 1.03, "tensor": 1.10, "low_rank": 1.10, "transformer": 1.10},
     "P2": 1.00,
@@ -218,7 +217,7 @@ def build_encoders(configs: dict[str, PreTrainedConfig], modalities: Iterable[st
 def encoder_call(model: mm.MMFNetModel, modality: str, inputs: dict[str, torch.Tensor]) -> Callable[[], Any]:
     """Run one of the model's encoders alone on its share of `inputs`, the way MMFNet calls it."""
     encoder = getattr(model, f"{modality}_model")
-    kwargs = {key: inputs[key] for key in ENCODER_INPUTS[modality] if key in inputs}
+    kwargs = {key: inputs[key] for key in mm.ENCODER_INPUT_NAMES[modality] if key in inputs}
     return partial(encoder, **kwargs, return_dict=True)
 
 
@@ -436,7 +435,7 @@ def bench_missing_modality(sizes: Sizes, configs: dict[str, PreTrainedConfig]) -
     inputs = make_inputs(sizes, sizes.batch)
     results = {}
     for index, modality in enumerate(MODALITIES):
-        own = {key: inputs[key] for key in ENCODER_INPUTS[modality]}
+        own = {key: inputs[key] for key in mm.ENCODER_INPUT_NAMES[modality] if key in inputs}
         mask = torch.zeros(sizes.batch, len(MODALITIES), dtype=torch.bool)
         mask[:, index] = True
         with torch.inference_mode():

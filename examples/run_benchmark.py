@@ -84,6 +84,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_avdigits import IMBALANCED_TEXT, TASK_DEFAULTS, build_avdigits, retranscribe  # noqa: E402
 
 from modeling_mmfnet import (  # noqa: E402
+    EMBEDS_INPUT_NAMES,
+    ENCODER_INPUT_NAMES,
     FUSION_TYPES,
     MODALITIES,
     MMFNetConvConfig,
@@ -98,8 +100,13 @@ from modeling_mmfnet import (  # noqa: E402
 
 logger = logging.getLogger("run_benchmark")
 MODEL_FOLDER = "mmfnet-avdigits-agree"
-INPUTS = {"vision": ("pixel_values",), "text": ("text_embeds",), "audio": ("input_features", "audio_attention_mask")}
-EMBEDDED_INPUTS = {m: (f"{m}_embeds",) for m in MODALITIES}
+# the model inputs this job's rows carry: images, the text encoder's cached pooled features, log-mel spectrograms
+INPUTS = {
+    "vision": ENCODER_INPUT_NAMES["vision"],
+    "text": (EMBEDS_INPUT_NAMES["text"],),
+    "audio": tuple(name for name in ENCODER_INPUT_NAMES["audio"] if name != "input_values"),
+}
+EMBEDDED_INPUTS = {m: (EMBEDS_INPUT_NAMES[m],) for m in MODALITIES}  # frozen encoders: their cached pooled features
 COLUMN_OF = {"text_embeds": "text_embeds_or_empty"}  # the featurized column behind a model input
 BALANCE_OPTIONS = ("none", "ogm_ge", "unimodal_first")
 EVAL_SPLITS = ("validation", "test", "test_real")

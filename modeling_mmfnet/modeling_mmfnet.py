@@ -12,11 +12,14 @@ Precomputed pooled features (`vision_embeds=`, …) skip the encoder, which is h
 
 import contextlib
 import copy
+import functools
 import inspect
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -25,8 +28,11 @@ from torch.nn import functional as F
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils.generic import can_return_tuple
 
+from .augmentation_mmfnet import augment_inputs
 from .balance_mmfnet import modulate_modality_gradients, ogm_coefficients
 from .configuration_mmfnet import MODALITIES, MMFNetConfig
 from .fusion_mmfnet import (
@@ -38,6 +44,11 @@ from .fusion_mmfnet import (
     masked_softmax,
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
+from .pipeline_mmfnet import SAVED_TASK, MMFNetClassificationPipeline
+from .saving_mmfnet import atomic_save, check_save_directory
+from .validation_mmfnet import validate_labels, validate_labels_type, validate_model_inputs
+
+logger = logging.get_logger(__name__)
 
 ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "vision": ("pixel_values",),
@@ -45,6 +56,67 @@ ENCODER_INPUT_NAMES: dict[str, tuple[str, ...]] = {
     "audio": ("input_values", "input_features", "audio_attention_mask"),
 }
 """The `forward` arguments that feed each modality's encoder (the first of each group marks it present)."""
+
+EMBEDS_INPUT_NAMES: dict[str, str] = {modality: f"{modality}_embeds" for modality in MODALITIES}
+"""The `forward` argument that carries each modality's precomputed pooled encoder features."""
+
+MMFNET_INPUT_NAMES: tuple[str, ...] = (
+    *(name for modality in MODALITIES for name in ENCODER_INPUT_NAMES[modality]),
+    *EMBEDS_INPUT_NAMES.values(),
+    "modality_mask",
+)
+"""Every input argument of MMFNet's `forward`s and `get_modality_embeddings`, in signature order (all optional)."""
+
+ENCODER_KWARGS: tuple[str, ...] = ("output_attentions", "output_hidden_states")
+"""The `TransformersKwargs` that MMFNet passes through to every encoder it runs."""
+
+
+def mmfnet_inputs(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Give `function(self, inputs, ...)` MMFNet's input arguments as explicit, optional parameters.
+
+    The inputs are written once, in `MMFNET_INPUT_NAMES`; the decorated method's public signature is
+    `(self, <MMFNET_INPUT_NAMES>=None, <its own parameters after inputs>, **kwargs)`, so `inspect.signature`, the
+    Trainer's column filter, `main_input_name` and positional calls all see the same ordered list. The method
+    receives them gathered in one dict `inputs` (name → tensor or None).
+    """
+    parameters = list(inspect.signature(function).parameters.values())
+    if len(parameters) < 2 or parameters[1].name != "inputs":
+        raise TypeError(f"{function.__qualname__} must take `(self, inputs, ...)` to receive MMFNet's inputs.")
+    input_parameters = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=torch.Tensor | None)
+        for name in MMFNET_INPUT_NAMES
+    ]
+    signature = inspect.signature(function).replace(parameters=[parameters[0], *input_parameters, *parameters[2:]])
+    positional = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    positional = positional[1:]  # without self
+
+    @functools.wraps(function)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > len(positional):
+            raise TypeError(
+                f"{function.__qualname__}() takes at most {len(positional)} positional arguments "
+                f"({', '.join(positional)}), got {len(args)}."
+            )
+        for name, value in zip(positional, args, strict=False):
+            if name in kwargs:
+                raise TypeError(f"{function.__qualname__}() got multiple values for argument `{name}`.")
+            kwargs[name] = value
+        inputs = {name: kwargs.pop(name, None) for name in MMFNET_INPUT_NAMES}
+        return function(self, inputs, **kwargs)
+
+    wrapper.__signature__ = signature
+    return wrapper
+
+
+def split_encoder_kwargs(kwargs: dict[str, Any], caller: str) -> dict[str, Any]:
+    """The `output_attentions` / `output_hidden_states` kwargs to pass to the encoders; refuse any other kwarg."""
+    unknown = sorted(set(kwargs) - set(ENCODER_KWARGS))
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unexpected keyword arguments {unknown}; it takes the inputs {list(MMFNET_INPUT_NAMES)}"
+            f" and {list(ENCODER_KWARGS)} (plus `return_dict`)."
+        )
+    return {name: value for name, value in kwargs.items() if value is not None}
 
 
 @dataclass
@@ -67,6 +139,10 @@ class MMFNetModelOutput(ModelOutput):
     text_model_output: BaseModelOutput | None = None
     audio_model_output: BaseModelOutput | None = None
 
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The set fields in order, each encoder output as a tuple too (as `CLIPOutput` does)."""
+        return tuple(value.to_tuple() if key.endswith("_model_output") else value for key, value in self.items())
+
 
 @dataclass
 class MMFNetClassifierOutput(ModelOutput):
@@ -78,6 +154,8 @@ class MMFNetClassifierOutput(ModelOutput):
     fused_embeds, modality_embeds, modality_mask: see [`MMFNetModelOutput`].
     unimodal_logits (`torch.FloatTensor` of shape `(batch_size, num_modalities, num_labels)`, *optional*):
         The auxiliary per-modality heads' scores (when `aux_unimodal_weight > 0`).
+    vision_model_output / text_model_output / audio_model_output (`BaseModelOutput`, *optional*):
+        The encoders' outputs, with their attentions / hidden states when asked for; see [`MMFNetModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -86,6 +164,13 @@ class MMFNetClassifierOutput(ModelOutput):
     modality_embeds: torch.FloatTensor | None = None
     modality_mask: torch.BoolTensor | None = None
     unimodal_logits: torch.FloatTensor | None = None
+    vision_model_output: BaseModelOutput | None = None
+    text_model_output: BaseModelOutput | None = None
+    audio_model_output: BaseModelOutput | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The set fields in order, each encoder output as a tuple too (as `CLIPOutput` does)."""
+        return tuple(value.to_tuple() if key.endswith("_model_output") else value for key, value in self.items())
 
 
 def encoder_hidden_size(config: PreTrainedConfig) -> int:
@@ -100,12 +185,42 @@ def encoder_hidden_size(config: PreTrainedConfig) -> int:
     raise ValueError(f"Cannot tell the output width of a {type(config).__name__}; set `hidden_size` on it.")
 
 
-def build_encoder(config: PreTrainedConfig) -> PreTrainedModel:
-    """A randomly initialised encoder for `config` (the encoder half of encoder-decoder models)."""
+def has_pooling_flag(encoder_class: type) -> bool:
+    """Whether the encoder class builds its pooler optionally (`add_pooling_layer`, as BERT and ViT do)."""
+    return "add_pooling_layer" in inspect.signature(encoder_class.__init__).parameters
+
+
+def build_encoder(config: PreTrainedConfig, with_pooler: bool = True) -> PreTrainedModel:
+    """A randomly initialised encoder for `config` (the encoder half of encoder-decoder models).
+
+    `with_pooler=False` builds it without its pooler where the class allows it (`add_pooling_layer=False`).
+    """
     if config.model_type == MMFNetConvModel.config_class.model_type:  # unknown to AutoModel in remote-code processes
         return MMFNetConvModel(config)
-    encoder = AutoModel.from_config(config)
-    return encoder.get_encoder() if getattr(config, "is_encoder_decoder", False) else encoder
+    kwargs = {}
+    if not with_pooler:
+        encoder_class = AutoModel._model_mapping.get(type(config), None)
+        if isinstance(encoder_class, type) and has_pooling_flag(encoder_class):
+            kwargs["add_pooling_layer"] = False
+    encoder = AutoModel.from_config(config, **kwargs)
+    encoder = encoder.get_encoder() if getattr(config, "is_encoder_decoder", False) else encoder
+    return drop_pooler(encoder) if not with_pooler else encoder
+
+
+def drop_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
+    """Remove an encoder's own pooler that MMFNet does not use (its weights would never get a gradient).
+
+    Classes with `add_pooling_layer` accept `pooler = None`; another class's pooler is kept but frozen, so that
+    DDP with `find_unused_parameters=False` and gradient checkpointing see no trainable parameter without a grad.
+    """
+    pooler = getattr(encoder, "pooler", None)
+    if not isinstance(pooler, nn.Module):
+        return encoder
+    if has_pooling_flag(type(encoder)):
+        encoder.pooler = None
+    else:
+        pooler.requires_grad_(False)
+    return encoder
 
 
 class MMFNetPooler(nn.Module):
@@ -171,6 +286,7 @@ class MMFNetMissingEmbedding(nn.Embedding):
 class MMFNetPreTrainedModel(PreTrainedModel):
     config: MMFNetConfig
     base_model_prefix = "mmfnet"
+    main_input_name = MMFNET_INPUT_NAMES[0]  # `pixel_values`: the first argument of every forward
     input_modalities = ("image", "text", "audio")
     supports_gradient_checkpointing = True
     _no_split_modules = ["MMFNetFusionTransformerLayer"]  # the encoders' own are gathered from the children
@@ -179,6 +295,34 @@ class MMFNetPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     accepts_loss_kwargs = False
+    # an encoder's own pooler is not built when the config pools otherwise: its weights in a pretrained encoder or
+    # in an older checkpoint are expected leftovers
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)(vision|text|audio)_model\.pooler\."]
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """`PreTrainedModel.initialize_weights`, except that each encoder is initialised with its own custom-code flag.
+
+        transformers passes the outermost model's flag down to every sub-model; MMFNet's (custom code) makes it skip
+        an encoder's modules that own no parameter directly, e.g. Wav2Vec2's feature projection, which then differ
+        between `__init__` and `from_pretrained`. MMFNet's own `_init_weights` uses only the guarded
+        `transformers.initialization` functions, so the shortcut stays only for other custom-code encoders.
+        """
+
+        def apply(module: nn.Module, function: Callable[[nn.Module, bool], None], is_custom_code: bool) -> None:
+            for child in module.children():
+                if isinstance(child, PreTrainedModel):
+                    own = isinstance(child, (MMFNetPreTrainedModel, MMFNetConvModel))
+                    apply(child, child._initialize_weights, child.is_custom_code() and not own)
+                else:
+                    apply(child, function, is_custom_code)
+            function(module, is_custom_code)
+
+        apply(self, self._initialize_weights, False)
+
+    model_card_hook: ClassVar[Any] = None
+    """Writes the model card on `save_pretrained` and `push_to_hub`; installed by the `mmfnet` package on import.
+    Loaded as remote code (no package) it stays None: transformers' own card handling applies."""
 
     def _init_weights(self, module: nn.Module) -> None:
         """Xavier for fusion layers (the default N(0, 0.02) can stall a fusion head), explicit init for raw params."""
@@ -187,6 +331,13 @@ class MMFNetPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):  # its own `_reset_parameters` would overwrite loaded weights
+            for weight in (module.in_proj_weight, module.q_proj_weight, module.k_proj_weight, module.v_proj_weight):
+                if weight is not None:
+                    init.xavier_uniform_(weight)
+            for bias in (module.in_proj_bias, module.bias_k, module.bias_v):
+                if bias is not None:
+                    init.zeros_(bias)
         elif isinstance(module, MMFNetModalityLinear):
             bound = math.sqrt(6.0 / sum(module.weight.shape[1:]))
             init.uniform_(module.weight, -bound, bound)
@@ -207,7 +358,7 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MMFNetMissingEmbedding):
             # projected embeddings are layer-normed (unit scale): the missing embedding lives on that scale
             init.normal_(module.weight, std=1.0)
-        elif isinstance(module, MMFNetForClassification):
+        elif isinstance(module, MMFNetForSequenceClassification):
             if module.logit_scale is not None:
                 init.constant_(module.logit_scale, self.config.logit_scale_init_value)
         else:
@@ -231,7 +382,10 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         already-built `PreTrainedModel`, a config (that encoder is built from scratch, e.g. an
         [`MMFNetConvConfig`]), or `None` for no such modality. `encoder_kwargs[modality]` goes to that encoder's
         `from_pretrained`; the other keyword arguments go to [`MMFNetConfig`] (`fusion_type`, `num_labels`, …).
+        Each loaded source is recorded as `config.{modality}_encoder_name` unless given there.
         """
+        if vision is None and text is None and audio is None:
+            raise ValueError("`from_encoders_pretrained` needs at least one of `vision`, `text`, `audio`.")
         encoder_kwargs = encoder_kwargs or {}
         unknown = set(encoder_kwargs) - set(MODALITIES)
         if unknown:
@@ -242,8 +396,11 @@ class MMFNetPreTrainedModel(PreTrainedModel):
             encoder = None
             if isinstance(source, PreTrainedModel):
                 encoder = source
+                if getattr(source.config, "_name_or_path", ""):
+                    config_kwargs.setdefault(f"{modality}_encoder_name", str(source.config._name_or_path))
             elif isinstance(source, (str, os.PathLike)):
                 encoder = AutoModel.from_pretrained(source, dtype=dtype, **encoder_kwargs.get(modality, {}))
+                config_kwargs.setdefault(f"{modality}_encoder_name", str(source))  # the card's `base_model`
                 if getattr(encoder.config, "is_encoder_decoder", False):
                     encoder = encoder.get_encoder()
             elif source is not None and not isinstance(source, PreTrainedConfig):
@@ -260,21 +417,146 @@ class MMFNetPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        r"""`PreTrainedModel.from_pretrained`, with clear errors instead of silently wrong weights.
+
+        Refused: a folder without `config.json`; tensors whose shapes differ from the config's (unless
+        `ignore_mismatched_sizes=True`, which re-initialises them); tensors missing from a checkpoint saved by this
+        class (e.g. the head), which would otherwise be random; NaN / inf weights.
+        """
+        path = pretrained_model_name_or_path
+        subfolder = kwargs.get("subfolder", "")
+        if os.path.isfile(path):
+            raise OSError(
+                f"{str(path)!r} is a file; `from_pretrained` takes the checkpoint folder (with config.json)."
+            )
+        looks_local = isinstance(path, os.PathLike) or str(path).startswith(("/", "./", "../", "~"))
+        if looks_local and not os.path.isdir(os.path.expanduser(path)):
+            raise OSError(f"{str(path)!r}: no such checkpoint folder.")
+        if os.path.isdir(path) and kwargs.get("config") is None:
+            config_file = os.path.join(path, subfolder, "config.json")
+            if not os.path.isfile(config_file):
+                raise OSError(
+                    f"{str(path)!r} has no config.json (looked for {config_file!r}); a checkpoint folder needs the "
+                    "config.json that `save_pretrained` writes next to the weights."
+                )
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model, loading_info = super().from_pretrained(
+                path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+            )
         except SafetensorError as error:
             raise OSError(
-                f"Cannot read the weights of {str(pretrained_model_name_or_path)!r}: a safetensors file is corrupt or "
+                f"Cannot read the weights of {str(path)!r}: a safetensors file is corrupt or "
                 f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
             ) from error
+        check_loaded_weights(model, loading_info, str(path), ignore_mismatched_sizes)
+        # loading re-creates the parameters (requires_grad=True): freeze the encoders the config freezes again
+        base = getattr(model, model.base_model_prefix, model)
+        for modality in base.config.modalities:
+            if getattr(base.config, f"freeze_{modality}"):
+                getattr(base, f"{modality}_model").requires_grad_(False)
+        return (model, loading_info) if output_loading_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, atomic (see `saving_mmfnet.py`); a path to a file is refused."""
+        check_save_directory(save_directory)
         # A saved head must also load as the base model through `AutoModel` with `trust_remote_code=True`.
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoModel", f"{MMFNetModel.__module__.split('.')[-1]}.MMFNetModel")
             self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+            if hasattr(self, "classifier"):  # `pipeline(model=folder_or_repo, trust_remote_code=True)`
+                pipeline_class = MMFNetClassificationPipeline
+                self.config.custom_pipelines = {
+                    SAVED_TASK: {
+                        "impl": f"{pipeline_class.__module__.split('.')[-1]}.{pipeline_class.__name__}",
+                        "pt": ["AutoModelForSequenceClassification"],
+                        "type": "multimodal",
+                    }
+                }
+            elif SAVED_TASK in (getattr(self.config, "custom_pipelines", None) or {}):
+                # a head checkpoint saved as the base model: its classification pipeline would load a random head
+                custom = {k: v for k, v in self.config.custom_pipelines.items() if k != SAVED_TASK}
+                self.config.custom_pipelines = custom
+        save = super().save_pretrained
+        if kwargs.get("push_to_hub"):  # the upload reads the folder it names: save in place, then upload
+            result = save(save_directory, *args, **kwargs)
+        else:  # staged in a sibling folder, then moved into place: a killed save leaves the previous checkpoint
+            result = atomic_save(lambda staging: save(staging, *args, **kwargs), save_directory)
+        if self.model_card_hook is not None and kwargs.get("is_main_process", True):
+            self.model_card_hook.after_save(self, save_directory)
+        return result
+
+    def push_to_hub(
+        self,
+        *args: Any,
+        replace_model_card: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`PushToHubMixin.push_to_hub`, leaving MMFNet's model card in the repo (with the package installed): the
+        repo's card is updated, or replaced with `replace_model_card=True`. `model_card_kwargs` go to
+        `generate_model_card` (`metrics`, `datasets`, `license`, `tags`, ...)."""
+        self._model_card_options = {"replace_model_card": replace_model_card, "model_card_kwargs": model_card_kwargs}
+        try:
+            return super().push_to_hub(*args, **kwargs)
+        finally:
+            self._model_card_options = None
+
+    def _upload_modified_files(self, working_dir: str | os.PathLike, repo_id: str, *args: Any, **kwargs: Any) -> Any:
+        if self.model_card_hook is not None:
+            options = getattr(self, "_model_card_options", None)
+            self.model_card_hook.before_upload(
+                self, working_dir, repo_id, kwargs.get("revision"), kwargs.get("token"), options
+            )
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
+
+
+HEAD_PARAMETERS = ("classifier.", "unimodal_classifier.", "logit_scale")
+"""State-dict prefixes of the head: the only tensors a base-model checkpoint may lack when loaded as a head."""
+OPTIONAL_HEAD_PARAMETERS = ("unimodal_classifier.", "logit_scale")
+"""Head parts a config option adds (auxiliary heads, the contrastive scale): any checkpoint may lack them."""
+
+
+def check_loaded_weights(
+    model: PreTrainedModel, loading_info: dict[str, Any], source: str, ignore_mismatched_sizes: bool
+) -> None:
+    """Raise on what `from_pretrained` would otherwise only log: shape mismatches, missing tensors, NaN / inf."""
+    mismatched = sorted(loading_info.get("mismatched_keys") or ())
+    if mismatched and not ignore_mismatched_sizes:
+        shapes = "; ".join(f"{key}: checkpoint {tuple(a)} vs model {tuple(b)}" for key, a, b in mismatched[:8])
+        more = f" (and {len(mismatched) - 8} more)" if len(mismatched) > 8 else ""
+        raise ValueError(
+            f"{len(mismatched)} tensor(s) of {source!r} do not fit this config's shapes: {shapes}{more}. A changed "
+            "config value (e.g. `num_labels`, `fusion_dim`) causes this; pass `ignore_mismatched_sizes=True` to "
+            "re-initialise these tensors (then train them), or load without the changed value."
+        )
+    missing = sorted(loading_info.get("missing_keys") or ())
+    saved_by_this_class = type(model).__name__ in (getattr(model.config, "architectures", None) or [])
+    extras = [key for key in missing if key.startswith(OPTIONAL_HEAD_PARAMETERS)]
+    if extras:  # e.g. `aux_unimodal_weight` / `contrastive_weight` turned on for further fine-tuning
+        logger.warning("%s: new %s initialised (the checkpoint has none; train them).", source, extras)
+    absent = [
+        key for key in missing if key not in extras and (saved_by_this_class or not key.startswith(HEAD_PARAMETERS))
+    ]
+    if absent:
+        raise OSError(
+            f"{source!r} lacks {len(absent)} tensor(s) this model needs: {absent[:8]}; they would be randomly "
+            "initialised. The checkpoint is incomplete: save it again, or load it with the class that saved it "
+            f"({getattr(model.config, 'architectures', None)})."
+        )
+    tensors = [
+        (name, t) for name, t in model.state_dict().items() if t.is_floating_point() and t.device.type != "meta"
+    ]
+    if tensors:
+        finite = torch.stack([torch.isfinite(t).all().to(tensors[0][1].device) for _, t in tensors]).tolist()
+        bad = [name for (name, _), ok in zip(tensors, finite, strict=True) if not ok]
+        if bad:
+            raise ValueError(
+                f"{source!r} holds NaN or inf values in {len(bad)} tensor(s): {bad[:8]}. The checkpoint was saved "
+                "from a diverged training run or is damaged; use an earlier checkpoint."
+            )
 
 
 class MMFNetModel(MMFNetPreTrainedModel):
@@ -286,8 +568,14 @@ class MMFNetModel(MMFNetPreTrainedModel):
             instead of randomly initialised ones (see `from_encoders_pretrained`).
     """
 
-    # a head checkpoint loads as the base model: its head weights are expected leftovers
-    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^unimodal_classifier\.", r"^logit_scale$"]
+    # a head checkpoint loads as the base model: its head weights are expected leftovers; so are an encoder's own
+    # pooler weights (in a pretrained encoder or an older checkpoint) when the config pools otherwise
+    _keys_to_ignore_on_load_unexpected = [
+        r"^classifier\.",
+        r"^unimodal_classifier\.",
+        r"^logit_scale$",
+        *MMFNetPreTrainedModel._keys_to_ignore_on_load_unexpected,
+    ]
 
     def __init__(
         self,
@@ -307,11 +595,14 @@ class MMFNetModel(MMFNetPreTrainedModel):
                     raise ValueError(f"`{modality}_model` was given but `config.{modality}_config` is None.")
                 setattr(self, f"{modality}_model", None)
                 continue
+            uses_pooler = getattr(config, f"{modality}_pooling") == "pooler"
             if encoder is None:
-                encoder = build_encoder(sub_config)
+                encoder = build_encoder(sub_config, with_pooler=uses_pooler)
             else:  # share one config object with the composite config, keeping the encoder's attention kernel
                 sub_config._attn_implementation = encoder.config._attn_implementation
                 encoder.config = sub_config
+                if not uses_pooler:
+                    drop_pooler(encoder)
             setattr(self, f"{modality}_model", encoder)
             setattr(
                 self,
@@ -319,7 +610,10 @@ class MMFNetModel(MMFNetPreTrainedModel):
                 MMFNetPooler(getattr(config, f"{modality}_pooling"), encoder_hidden_size(sub_config), modality),
             )
             setattr(self, f"{modality}_projection", MMFNetProjection(encoder_hidden_size(sub_config), config))
-            self._encoder_arguments[modality] = frozenset(inspect.signature(encoder.forward).parameters)
+            parameters = inspect.signature(encoder.forward).parameters.values()
+            self._encoder_arguments[modality] = frozenset(
+                "**" if p.kind is inspect.Parameter.VAR_KEYWORD else p.name for p in parameters
+            )
         self.missing_embeddings = MMFNetMissingEmbedding(len(config.modalities), config.fusion_dim)
         self.fusion = build_fusion(config)
         self.post_init()
@@ -328,7 +622,19 @@ class MMFNetModel(MMFNetPreTrainedModel):
                 getattr(self, f"{modality}_model").requires_grad_(False)
 
     def get_input_embeddings(self) -> nn.Module | None:
+        """The text encoder's token embeddings (None without a text modality)."""
         return self.text_model.get_input_embeddings() if self.text_model is not None else None
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the text encoder's token embeddings and keep `config.text_config.vocab_size` in step."""
+        if self.text_model is None:
+            raise ValueError(
+                f"This MMFNet has no text encoder (config.text_config is None; modalities: {self.config.modalities}),"
+                " so it has no input embeddings to set."
+            )
+        self.text_model.set_input_embeddings(value)
+        if isinstance(value, nn.Embedding):
+            self.config.text_config.vocab_size = value.num_embeddings
 
     def train(self, mode: bool = True) -> "MMFNetModel":
         """Like `nn.Module.train`, but encoders frozen by the config stay in eval mode (no dropout noise)."""
@@ -339,10 +645,10 @@ class MMFNetModel(MMFNetPreTrainedModel):
         return self
 
     # ----------------------------------------------------------------------------------------------- input checks
-    def _gather_inputs(
-        self, raw: dict[str, torch.Tensor | None], embeds: dict[str, torch.Tensor | None]
-    ) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
-        """Group the forward arguments by modality, check them, and return them with the batch size."""
+    def _gather_inputs(self, inputs: dict[str, torch.Tensor | None]) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
+        """Group the input arguments (`MMFNET_INPUT_NAMES`) by modality, check them, return them and the batch size."""
+        raw = {name: inputs.get(name) for name in MMFNET_INPUT_NAMES}
+        embeds = {modality: raw[name] for modality, name in EMBEDS_INPUT_NAMES.items()}
         if raw["input_values"] is not None and raw["input_features"] is not None:
             raise ValueError("Pass the audio as `input_values` or as `input_features`, not both.")
         if raw["input_ids"] is None and raw["attention_mask"] is not None:
@@ -447,9 +753,12 @@ class MMFNetModel(MMFNetPreTrainedModel):
 
     # -------------------------------------------------------------------------------------------------- encoding
     def _encode(
-        self, modality: str, tensors: dict[str, torch.Tensor], output_hidden_states: bool | None
+        self, modality: str, tensors: dict[str, torch.Tensor], encoder_kwargs: dict[str, Any]
     ) -> tuple[torch.Tensor, BaseModelOutput]:
-        """Run one encoder and pool its tokens: `(B, H)` plus the raw encoder output."""
+        """Run one encoder and pool its tokens: `(B, H)` plus the raw encoder output.
+
+        `encoder_kwargs` (`output_attentions`, `output_hidden_states`) go to encoders whose forward takes them.
+        """
         encoder = getattr(self, f"{modality}_model")
         accepted = self._encoder_arguments[modality]
         kwargs: dict[str, Any] = {}
@@ -465,8 +774,12 @@ class MMFNetModel(MMFNetPreTrainedModel):
             kwargs["attention_mask"] = mask
         if "token_type_ids" in kwargs and "token_type_ids" not in accepted:
             kwargs.pop("token_type_ids")
-        if output_hidden_states:
-            kwargs["output_hidden_states"] = True
+        kwargs.update({k: v for k, v in encoder_kwargs.items() if k in accepted or "**" in accepted})
+        dtype = encoder.dtype  # a float16 clip into a float32 encoder would fail inside its first layer
+        kwargs = {
+            k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype else v
+            for k, v in kwargs.items()
+        }
         trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         with contextlib.nullcontext() if trainable else torch.no_grad():
             outputs = encoder(**kwargs, return_dict=True)
@@ -494,38 +807,27 @@ class MMFNetModel(MMFNetPreTrainedModel):
         lengths = torch.ceil(input_mask.sum(-1) * (length / input_mask.shape[1]))
         return torch.arange(length, device=hidden_states.device) < lengths.unsqueeze(-1)
 
-    def get_modality_embeddings(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        input_values: torch.Tensor | None = None,
-        input_features: torch.Tensor | None = None,
-        audio_attention_mask: torch.Tensor | None = None,
-        modality_mask: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    @mmfnet_inputs
+    def get_modality_embeddings(self, inputs: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
         r"""Pooled encoder features per given modality, keyed `vision_embeds` / `text_embeds` / `audio_embeds`.
 
-        Feed them back as `forward(vision_embeds=…)` to skip the encoders: with frozen encoders, compute them
-        once (e.g. in `datasets.map`) and train only the fusion. Rows absent in `modality_mask` are zeros.
+        Takes the inputs of `forward`. Feed the result back as `forward(vision_embeds=…)` to skip the encoders: with
+        frozen encoders, compute them once (e.g. in `datasets.map`) and train only the fusion. Rows absent in
+        `modality_mask` are zeros; precomputed features given here come back unchanged.
         """
-        raw = {
-            "pixel_values": pixel_values,
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "input_values": input_values,
-            "input_features": input_features,
-            "audio_attention_mask": audio_attention_mask,
-        }
-        grouped, batch_size = self._gather_inputs(raw, dict.fromkeys(MODALITIES))
+        grouped, batch_size = self._gather_inputs(inputs)
+        validate_model_inputs(self, grouped, inputs["modality_mask"], batch_size)
         device = next(iter(next(iter(grouped.values())).values())).device
-        mask = self._presence_mask(grouped, modality_mask, batch_size, device)
+        mask = self._presence_mask(grouped, inputs["modality_mask"], batch_size, device)
         embeds = {}
         for index, modality in enumerate(self.config.modalities):
-            if modality in grouped:
-                embeds[f"{modality}_embeds"] = self._encode_rows(modality, grouped[modality], mask[:, index], None)[0]
+            if modality not in grouped:
+                continue
+            name = EMBEDS_INPUT_NAMES[modality]
+            tensors = grouped[modality]
+            embeds[name] = (
+                tensors[name] if name in tensors else self._encode_rows(modality, tensors, mask[:, index], {})[0]
+            )
         return embeds
 
     def _encode_rows(
@@ -533,37 +835,27 @@ class MMFNetModel(MMFNetPreTrainedModel):
         modality: str,
         tensors: dict[str, torch.Tensor],
         present: torch.Tensor,
-        output_hidden_states: bool | None,
+        encoder_kwargs: dict[str, Any],
         all_present: bool = False,
     ) -> tuple[torch.Tensor | None, BaseModelOutput | None]:
         """Encode only the rows where the modality is present; other rows of the `(B, H)` result are zeros."""
         if all_present:
-            return self._encode(modality, tensors, output_hidden_states)
+            return self._encode(modality, tensors, encoder_kwargs)
         rows = present.nonzero().flatten()
         if rows.numel() == 0:
             return None, None
         if rows.numel() == present.shape[0]:
-            return self._encode(modality, tensors, output_hidden_states)
+            return self._encode(modality, tensors, encoder_kwargs)
         pooled_rows, outputs = self._encode(
-            modality, {k: v.index_select(0, rows) for k, v in tensors.items()}, output_hidden_states
+            modality, {k: v.index_select(0, rows) for k, v in tensors.items()}, encoder_kwargs
         )
         pooled = pooled_rows.new_zeros(present.shape[0], pooled_rows.shape[1]).index_copy(0, rows, pooled_rows)
         return pooled, outputs
 
+    @can_return_tuple
+    @mmfnet_inputs
     def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        input_values: torch.Tensor | None = None,
-        input_features: torch.Tensor | None = None,
-        audio_attention_mask: torch.Tensor | None = None,
-        vision_embeds: torch.Tensor | None = None,
-        text_embeds: torch.Tensor | None = None,
-        audio_embeds: torch.Tensor | None = None,
-        modality_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        self, inputs: dict[str, torch.Tensor | None], **kwargs: Unpack[TransformersKwargs]
     ) -> MMFNetModelOutput:
         r"""
         pixel_values (`(B, C, H, W)`): images for the vision encoder.
@@ -574,18 +866,21 @@ class MMFNetModel(MMFNetPreTrainedModel):
             `get_modality_embeddings`); they replace the encoder's inputs.
         modality_mask (`(B, M)` bool): which modality each sample has (columns: `config.modalities`); default:
             every given modality is present for every sample. Absent rows are not encoded.
+        output_attentions / output_hidden_states (`bool` or, for hidden states, a list of layer indices): passed to
+            each encoder; its attentions / hidden states come back in `{modality}_model_output`.
+        return_dict (`bool`, defaults to `config.return_dict`): `False` returns `to_tuple()` of the output.
+
+        In training mode, `config.augment_*` transforms `pixel_values` and `input_features` (`augmentation_mmfnet`).
         """
-        raw = {
-            "pixel_values": pixel_values,
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "input_values": input_values,
-            "input_features": input_features,
-            "audio_attention_mask": audio_attention_mask,
-        }
-        embeds = {"vision": vision_embeds, "text": text_embeds, "audio": audio_embeds}
-        grouped, batch_size = self._gather_inputs(raw, embeds)
+        encoder_kwargs = split_encoder_kwargs(kwargs, f"{type(self).__name__}.forward")
+        if self.training:
+            inputs = dict(inputs)
+            inputs["pixel_values"], inputs["input_features"] = augment_inputs(
+                self.config, inputs["pixel_values"], inputs["input_features"], inputs["audio_attention_mask"]
+            )
+        grouped, batch_size = self._gather_inputs(inputs)
+        modality_mask = inputs["modality_mask"]
+        validate_model_inputs(self, grouped, modality_mask, batch_size)
         missing = self.missing_embeddings.weight  # (M, d): row m stands in for modality m where it is absent
         device = missing.device
         mask = self._presence_mask(grouped, modality_mask, batch_size, device)
@@ -600,11 +895,11 @@ class MMFNetModel(MMFNetPreTrainedModel):
             pooled = None
             if modality in grouped:
                 tensors = grouped[modality]
-                if f"{modality}_embeds" in tensors:
-                    pooled = tensors[f"{modality}_embeds"].to(missing.dtype)
+                if EMBEDS_INPUT_NAMES[modality] in tensors:
+                    pooled = tensors[EMBEDS_INPUT_NAMES[modality]].to(missing.dtype)
                 else:
                     pooled, encoder_outputs[modality] = self._encode_rows(
-                        modality, tensors, mask[:, index], output_hidden_states, all_present
+                        modality, tensors, mask[:, index], encoder_kwargs, all_present
                     )
             if pooled is None:
                 projected.append(missing[index].expand(batch_size, -1))
@@ -622,15 +917,16 @@ class MMFNetModel(MMFNetPreTrainedModel):
         )
 
 
-class MMFNetForClassification(MMFNetPreTrainedModel):
+class MMFNetForSequenceClassification(MMFNetPreTrainedModel):
     r"""MMFNet with a linear head on the fused embedding: single-label or multi-label classification, or
     regression, chosen by `config.problem_type` (inferred from `num_labels` and the labels' dtype when unset, as
-    in `*ForSequenceClassification`).
+    in `*ForSequenceClassification`, for each call: a forward never changes the config).
 
     `loss = task + aux_unimodal_weight · mean_{present m} task(head_m(x_m)) + contrastive_weight · L_clip`, where
-    `L_clip` is the symmetric InfoNCE between each pair of modalities over the samples that have both, with
-    scale `min(exp(logit_scale), 100)`. With `config.modality_balance`, training steps modulate each modality
-    branch's gradient (OGM / OGM-GE, see `balance_mmfnet.py`).
+    `task` is `self.loss_function` (transformers' `ForSequenceClassificationLoss`: cross-entropy ignoring `-100`,
+    BCE-with-logits or MSE), and `L_clip` is the symmetric InfoNCE between each pair of modalities over the samples
+    that have both, with scale `min(exp(logit_scale), 100)`. With `config.modality_balance`, training
+    steps modulate each modality branch's gradient (OGM / OGM-GE, see `balance_mmfnet.py`).
     """
 
     def __init__(
@@ -657,45 +953,29 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module | None:
         return self.mmfnet.get_input_embeddings()
 
-    def get_modality_embeddings(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.mmfnet.set_input_embeddings(value)
+
+    @mmfnet_inputs
+    def get_modality_embeddings(self, inputs: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
         """See [`MMFNetModel.get_modality_embeddings`]."""
         return self.mmfnet.get_modality_embeddings(**inputs)
 
+    @can_return_tuple
+    @mmfnet_inputs
     def forward(
         self,
-        pixel_values: torch.Tensor | None = None,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        input_values: torch.Tensor | None = None,
-        input_features: torch.Tensor | None = None,
-        audio_attention_mask: torch.Tensor | None = None,
-        vision_embeds: torch.Tensor | None = None,
-        text_embeds: torch.Tensor | None = None,
-        audio_embeds: torch.Tensor | None = None,
-        modality_mask: torch.Tensor | None = None,
+        inputs: dict[str, torch.Tensor | None],
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MMFNetClassifierOutput:
         r"""
-        Inputs as in [`MMFNetModel.forward`].
+        Inputs, `output_attentions`, `output_hidden_states` and `return_dict` as in [`MMFNetModel.forward`].
         labels (`(B,)` int in `[0, num_labels)` for single-label, `(B, num_labels)` float for multi-label, `(B,)`
             or `(B, num_labels)` float for regression): the targets; `-100` marks single-label rows to ignore.
         """
-        outputs = self.mmfnet(
-            pixel_values=pixel_values,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            input_values=input_values,
-            input_features=input_features,
-            audio_attention_mask=audio_attention_mask,
-            vision_embeds=vision_embeds,
-            text_embeds=text_embeds,
-            audio_embeds=audio_embeds,
-            modality_mask=modality_mask,
-            output_hidden_states=output_hidden_states,
-        )
+        split_encoder_kwargs(kwargs, f"{type(self).__name__}.forward")
+        outputs = self.mmfnet(**inputs, **kwargs, return_dict=True)
         logits = self.classifier(self.dropout(outputs.fused_embeds))
         unimodal_logits = self.unimodal_classifier(outputs.modality_embeds) if self.unimodal_classifier else None
 
@@ -703,7 +983,9 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
         if labels is not None:
             problem_type = self._problem_type(labels)
             labels = self._check_labels(labels, problem_type, logits.shape[0])
-            loss = self._per_sample_loss(logits, labels, problem_type).mean()
+            # a per-call view of the config: transformers' loss would otherwise store the inferred problem type
+            task = SimpleNamespace(num_labels=self.num_labels, problem_type=problem_type)
+            loss = self.loss_function(labels, logits.float(), task)
             if unimodal_logits is not None:
                 num_modalities = unimodal_logits.shape[1]
                 per_modality = self._per_sample_loss(
@@ -731,21 +1013,39 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
             modality_embeds=outputs.modality_embeds,
             modality_mask=outputs.modality_mask,
             unimodal_logits=unimodal_logits,
+            vision_model_output=outputs.vision_model_output,
+            text_model_output=outputs.text_model_output,
+            audio_model_output=outputs.audio_model_output,
         )
 
     def _problem_type(self, labels: torch.Tensor) -> str:
-        if self.config.problem_type is None:
-            if self.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        return self.config.problem_type
+        """`config.problem_type`, or (when unset) the one these labels imply; the config is never changed."""
+        validate_labels_type(labels)
+        if self.config.problem_type is not None:
+            return self.config.problem_type
+        if self.num_labels == 1:
+            return "regression"
+        if labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+            return "single_label_classification"
+        return "multi_label_classification"
 
     def _check_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"`labels` must be a torch.Tensor, got {type(labels).__name__}.")
+        """Checked labels in the loss's dtype; the config is never changed (an inferred problem type is per call)."""
+        inferred = self.config.problem_type is None
+        try:
+            labels = self._checked_labels(labels, problem_type, batch_size)
+        except ValueError as error:
+            if inferred and problem_type == "multi_label_classification" and labels.dim() == 1:
+                raise ValueError(
+                    f"{error} Float `labels` of shape (batch,) are read as multi-label targets (the problem type "
+                    "follows the labels' dtype): pass class ids as integers (`labels.long()`), or set "
+                    "`config.problem_type`."
+                ) from error
+            raise
+        return labels
+
+    def _checked_labels(self, labels: torch.Tensor, problem_type: str, batch_size: int) -> torch.Tensor:
+        validate_labels(labels, problem_type, self.num_labels, self.config.check_input_values)
         if labels.shape[0] != batch_size:
             raise ValueError(f"`labels` has batch size {labels.shape[0]} but the inputs have {batch_size}.")
         if problem_type == "single_label_classification":
@@ -803,9 +1103,16 @@ class MMFNetForClassification(MMFNetPreTrainedModel):
         return torch.stack(losses).mean() if losses else embeds.new_zeros(())
 
 
+MMFNetForClassification = MMFNetForSequenceClassification
+"""The head's former name, kept as an alias."""
+
 __all__ = [
+    "ENCODER_INPUT_NAMES",
+    "EMBEDS_INPUT_NAMES",
+    "MMFNET_INPUT_NAMES",
     "MMFNetClassifierOutput",
     "MMFNetForClassification",
+    "MMFNetForSequenceClassification",
     "MMFNetModel",
     "MMFNetModelOutput",
     "MMFNetPreTrainedModel",

@@ -19,6 +19,11 @@ apt_install() {
 }
 
 command -v python3 >/dev/null || apt_install python3
+if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    # left by a `python3 -m venv` that failed half-way (no ensurepip before python3-venv was installed)
+    echo "$venv has no pip: creating it again" >&2
+    rm -rf "$venv"
+fi
 if [ ! -x "$venv/bin/python" ]; then
     # Debian's python3 ships venv without ensurepip until python3-venv is installed
     python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv

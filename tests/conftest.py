@@ -223,10 +223,19 @@ def clean_env(hf_home: Path) -> dict[str, str]:
     return env
 
 
-def make_tiny_dataset(folder: Path, sizes: dict[str, int] | None = None, seed: int = 0) -> Path:
+def make_tiny_dataset(
+    folder: Path,
+    sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    image_side: int = 8,
+    image_mode: str = "L",
+    sampling_rate: int | dict[str, int] = 8000,
+) -> Path:
     """A learnable multimodal toy `DatasetDict` (PIL image, text, waveform; some entries None) saved to disk.
 
     The label is a digit 0–3 shown by all three modalities: a bright image quadrant, a number word, a tone pitch.
+    Images are `image_side`² in `image_mode` ("L" or "RGB"); clips last 0.5 s at `sampling_rate` (one rate, or one
+    per split).
     """
     import numpy as np
     from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Image, Sequence, Value  # noqa: F401
@@ -243,19 +252,25 @@ def make_tiny_dataset(folder: Path, sizes: dict[str, int] | None = None, seed: i
             "label": ClassLabel(names=words),
         }
     )
+    half = image_side // 2
+    channels = {"L": (), "RGB": (3,)}[image_mode]
     splits = {}
     for split, size in (sizes or {"train": 32, "validation": 8, "test": 8}).items():
+        rate = sampling_rate[split] if isinstance(sampling_rate, dict) else sampling_rate
         rows = {name: [] for name in features}
         for i in range(size):
             label = int(rng.integers(0, 4))
-            pixels = rng.integers(0, 40, (8, 8)).astype("uint8")
-            pixels[(label // 2) * 4 : (label // 2) * 4 + 4, (label % 2) * 4 : (label % 2) * 4 + 4] = 220
-            t = np.arange(4000) / 8000
-            tone = (np.sin(2 * np.pi * (300 + 200 * label) * t) + 0.1 * rng.standard_normal(4000)).astype("float32")
-            rows["image"].append(PILImage.fromarray(pixels, "L") if i % 5 != 1 else None)
+            pixels = rng.integers(0, 40, (image_side, image_side, *channels)).astype("uint8")
+            pixels[
+                (label // 2) * half : (label // 2) * half + half, (label % 2) * half : (label % 2) * half + half
+            ] = 220
+            t = np.arange(rate // 2) / rate
+            noise = 0.1 * rng.standard_normal(len(t))
+            tone = (np.sin(2 * np.pi * (300 + 200 * label) * t) + noise).astype("float32")
+            rows["image"].append(PILImage.fromarray(pixels, image_mode) if i % 5 != 1 else None)
             rows["text"].append(words[label] if i % 5 != 2 else None)
             rows["audio"].append(tone if i % 5 != 3 else None)
-            rows["sampling_rate"].append(8000)
+            rows["sampling_rate"].append(rate)
             rows["label"].append(label)
         splits[split] = Dataset.from_dict(rows, features=features)
     DatasetDict(splits).save_to_disk(folder)

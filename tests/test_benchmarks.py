@@ -49,7 +49,15 @@ def test_quick_run_writes_every_entry(quick_run: Path):
         assert math.isfinite(value) and value > 0, (name, value)
     for metric, entry in results["P1_fusion_overhead"].items():
         assert entry["numerator"]["median_s"] > 0 and entry["denominator"]["median_s"] > 0, metric
-    assert set(results["goals_met"]) and all(isinstance(v, bool) for v in results["goals_met"].values())
+    # one verdict per table row, each `ratio <= goal` of its entry (P3 adds a row per other batch size)
+    entries = [*results["P1_fusion_overhead"].values(), results["P2_training_step_vs_vtde"]]
+    cached = results["P3_cached_embeddings"]
+    entries += [cached, *(e for e in cached["by_batch_size"].values() if e["batch_size"] != cached["batch_size"])]
+    entries += [entry for variants in results["P4_missing_modality"].values() for entry in variants.values()]
+    entries.append(results["P5_checkpointing_memory"])
+    verdicts = list(results["goals_met"].values())
+    assert sorted(verdicts) == sorted(entry["ratio"] <= entry["goal"] for entry in entries)
+    assert results["P5_checkpointing_memory"]["meets_goal"] is verdicts[-1]
 
 
 def test_quick_run_sanity_bounds(quick_run: Path):
@@ -67,7 +75,11 @@ def test_quick_run_sanity_bounds(quick_run: Path):
         assert all(b > 0 for b in scaling[name]["activation_bytes"]), name
     memory = scaling["batch_size"]["activation_bytes"]
     assert memory == sorted(memory), memory  # activation memory grows with the batch
-    assert results["inference"]["compile"]["status"] in ("ok", "failed", "timeout", "skipped")
+    # --quick gives torch.compile no time budget: skipped, with the reason (never a silent "failed")
+    assert results["inference"]["compile"] == {
+        "status": "skipped",
+        "reason": "no compile time budget in this mode (--quick)",
+    }
 
 
 def test_quick_run_writes_plots_and_table(quick_run: Path):

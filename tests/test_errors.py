@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import random_inputs, three_modality_config, tiny_bert, tiny_conv, tiny_vit
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 
 import modeling_mmfnet as mm
 
@@ -91,23 +92,55 @@ def test_labels_incompatible_with_problem_type(model):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({}, "needs at least one of `vision_config`, `text_config`, `audio_config`"),
-        ({"text_config": tiny_bert(), "fusion_type": "sum"}, r"`fusion_type` must be one of .*'concat'.*got 'sum'"),
-        ({"text_config": tiny_bert(), "text_pooling": "first"}, r"`text_pooling` must be one of"),
-        ({"text_config": tiny_bert(), "fusion_dim": 0}, r"`fusion_dim` must be an int >= 1"),
+        (
+            {},
+            StrictDataclassClassValidationError,
+            "needs at least one of `vision_config`, `text_config`, `audio_config`",
+        ),
+        (
+            {"text_config": tiny_bert(), "fusion_type": "sum"},
+            StrictDataclassFieldValidationError,
+            r"'fusion_type' expected one of \('concat', .*got sum",
+        ),
+        (
+            {"text_config": tiny_bert(), "text_pooling": "first"},
+            StrictDataclassFieldValidationError,
+            r"'text_pooling' expected one of \('mean', 'cls', 'max', 'pooler', 'attention'\), got first",
+        ),
+        (
+            {"text_config": tiny_bert(), "fusion_dim": 0},
+            StrictDataclassClassValidationError,
+            r"`fusion_dim` must be an int >= 1",
+        ),
         (
             {"text_config": tiny_bert(), "modality_dropout": 1.0},
+            StrictDataclassClassValidationError,
             r"`modality_dropout` must be a number in \[0.0, 1.0\)",
         ),
-        ({"text_config": tiny_bert(), "fusion_type": "transformer", "fusion_dim": 30}, r"divisible by `fusion_heads`"),
-        ({"text_config": "bert"}, r"`text_config` must be a PreTrainedConfig, a dict or None"),
+        (
+            {"text_config": tiny_bert(), "fusion_type": "transformer", "fusion_dim": 30},
+            StrictDataclassClassValidationError,
+            r"divisible by `fusion_heads`",
+        ),
+        ({"text_config": "bert"}, StrictDataclassFieldValidationError, r"'text_config' expected PreTrainedConfig"),
     ],
 )
-def test_invalid_config(kwargs, message):
-    with pytest.raises((ValueError, TypeError), match=message):
+def test_invalid_config(kwargs, error, message):
+    """Types and Literal choices are checked on assignment, structure by the `validate_*` hook; both name the field."""
+    with pytest.raises(error, match=message):
         mm.MMFNetConfig(**kwargs)
+
+
+def test_config_is_validated_again_when_edited_then_saved(tmp_path):
+    config = mm.MMFNetConfig(text_config=tiny_bert(), fusion_type="transformer")
+    with pytest.raises(StrictDataclassFieldValidationError, match="fusion_type"):
+        config.fusion_type = "sum"
+    config.fusion_heads = 3  # 256 is not divisible by 3: caught by the validation hook before anything is written
+    with pytest.raises(StrictDataclassClassValidationError, match=r"`fusion_dim` \(256\) must be divisible"):
+        config.save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_invalid_config_types_and_pooler_mode():
@@ -126,5 +159,5 @@ def test_from_encoders_pretrained_argument_errors(encoder_dirs):
         mm.MMFNetModel.from_encoders_pretrained(vision=42)
     with pytest.raises(ValueError, match=r"`encoder_kwargs` keys must be modalities"):
         mm.MMFNetModel.from_encoders_pretrained(text=encoder_dirs["bert"], encoder_kwargs={"txt": {}})
-    with pytest.raises(ValueError, match="needs at least one of"):
+    with pytest.raises(ValueError, match="needs at least one of `vision`, `text`, `audio`"):
         mm.MMFNetModel.from_encoders_pretrained()

@@ -11,7 +11,6 @@ from torch.export import Dim
 
 import modeling_mmfnet as mm
 
-INPUTS = {"vision": ("pixel_values",), "text": ("input_ids", "attention_mask"), "audio": ("input_features",)}
 SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(mm.MODALITIES, r)]
 
 
@@ -38,7 +37,8 @@ def model_and_inputs(
     )  # fmt: skip
     model = mm.MMFNetForClassification(config).eval()
     generator = torch.Generator().manual_seed(1)
-    names = [name for modality in subset for name in INPUTS[modality]]
+    given = make_inputs(1, config.text_config.vocab_size, generator)
+    names = [name for modality in subset for name in mm.ENCODER_INPUT_NAMES[modality] if name in given]
 
     def inputs(batch_size: int) -> Inputs:
         every = make_inputs(batch_size, config.text_config.vocab_size, generator)

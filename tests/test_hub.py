@@ -36,6 +36,10 @@ SHIPPED = {
     "modeling_mmfnet.py",
     "fusion_mmfnet.py",
     "modeling_mmfnet_conv.py",
+    "validation_mmfnet.py",
+    "saving_mmfnet.py",
+    "augmentation_mmfnet.py",
+    "pipeline_mmfnet.py",
 }
 PROCESSOR_FILES = {"processing_mmfnet.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
 
@@ -162,8 +166,9 @@ def checkpoints(encoder_dirs: dict[str, Path], tmp_path_factory: pytest.TempPath
 
 
 PUBLISH_WITH_PUSH_TO_HUB = """
-import json
+import json, sys
 from pathlib import Path
+sys.path.insert(0, V["root"])  # the package under test
 from huggingface_hub import HfApi, ModelCard
 import modeling_mmfnet as mm
 
@@ -181,7 +186,7 @@ api.create_tag(repo, tag="v1")
 c2 = push(1)
 api.create_branch(repo, branch="dev")
 push(2, revision="dev")
-push(3)  # main; later pushes keep the card already on the Hub
+push(3)  # main; each push updates the card with the pushed checkpoint's own results
 
 # a branch whose latest commit holds truncated weights
 api.create_branch(repo, branch="broken")
@@ -199,7 +204,7 @@ RESULT = {"c2": c2, "tree": {f.path: f.lfs is not None for f in api.list_repo_tr
 PUBLISH_WITH_SCRIPT = """
 import sys
 from huggingface_hub import HfApi
-sys.path.insert(0, V["examples"])
+sys.path[:0] = [V["examples"], V["root"]]
 import publish
 
 folders, repo = V["folders"], V["repo"]
@@ -253,7 +258,7 @@ def check_pins(pins: dict[str, dict], expected: dict[str, int], shas: list[str],
             "MMFNetConfig",
             "MMFNetConvConfig",
             "MMFNetProcessor",
-            "MMFNetForClassification",
+            "MMFNetForSequenceClassification",
             "MMFNetConvModel",
             "MMFNetModel",
         ]
@@ -286,6 +291,7 @@ def test_publish_and_load_at_every_pin(
     shas = [sha256(Path(f) / "model.safetensors") for f in folders]
     repo, no_auto_map = f"tester/mmfnet-{mode}", f"tester/mmfnet-{mode}-no-auto-map"
     values = {"repo": repo, "folders": folders, "no_auto_map": no_auto_map, "examples": str(ROOT / "examples")}
+    values["root"] = str(ROOT)
     with (
         start_hub_server(tmp_path, token=TOKEN, inline_all=True)
         if mode == "inline"
@@ -323,7 +329,7 @@ def test_publish_and_load_at_every_pin(
     assert got["config"]["auto_map"] == {
         "AutoConfig": "configuration_mmfnet.MMFNetConfig",
         "AutoModel": "modeling_mmfnet.MMFNetModel",
-        "AutoModelForSequenceClassification": "modeling_mmfnet.MMFNetForClassification",
+        "AutoModelForSequenceClassification": "modeling_mmfnet.MMFNetForSequenceClassification",
     }
     assert got["config"]["vision_config"]["model_type"] == "mmfnet_conv"
     assert got["processor_config"]["auto_map"] == {"AutoProcessor": "processing_mmfnet.MMFNetProcessor"}
@@ -333,10 +339,10 @@ def test_publish_and_load_at_every_pin(
     if installed is not None:
         check_pins(installed, expected, shas, ["modeling_mmfnet"])
 
-    # the card: ours, with the run's real numbers (push_to_hub keeps the card on the Hub; publish.py writes each)
+    # the card: ours, with each pushed checkpoint's real numbers (push_to_hub and publish.py update it)
     for rev, version in expected.items():
         card = got["pins"][rev]["card"]
-        source = Path(folders[0] if mode == "lfs" else folders[version])
+        source = Path(folders[version])
         assert card_metrics(card) == expected_card_metrics(source), rev
         assert f'from_pretrained("{repo}", trust_remote_code=True)' in card
         data = ModelCard(card).data
@@ -383,6 +389,7 @@ def test_train_push_to_hub_then_load_without_package(
     args += ["--report_to", "none", "--use_cpu", "--disable_tqdm", "true", "--dataloader_num_workers", "0"]
     args += ["--push_to_hub", "--hub_model_id", repo, "--hub_token", TOKEN]
     env = hub_env(hub_server.endpoint, tmp_path / "hf_train", token=None)  # the token comes from --hub_token
+    env["PYTHONPATH"] = str(ROOT)  # the package under test
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "train.py"), *args],
         env=env,
@@ -448,5 +455,146 @@ RESULT["files"] = sorted(HfApi().list_repo_files(REPO))
     assert shown[("test macro F1 (all modalities)", "test")] == results["test_macro_f1"]
     assert shown[("test accuracy (without audio)", "test")] == results["test_without_audio_accuracy"]
     reported = {k for k in results if k.startswith("test_") and not k.endswith(("runtime", "_per_second"))}
-    assert len(shown) == len(reported)  # every evaluation metric of the run, and nothing else
+    assert len([key for key in shown if key[1] == "test"]) == len(reported)  # every test metric, nothing else
+    assert {split for _, split in shown} == {"test", "eval"}  # and the validation split the best epoch was chosen on
     assert f"- training loss (mean over the run): {results['train_loss']:.4g}" in card
+
+
+EVERY_PATH = """
+import sys
+sys.path[:0] = [V["root"], V["examples"]]
+from pathlib import Path
+import torch
+from datasets import load_from_disk
+from huggingface_hub import HfApi, ModelCard
+import modeling_mmfnet as mm
+import publish
+from transformers import Trainer, TrainingArguments  # after the package
+
+api, folder = HfApi(), V["folder"]
+model = mm.MMFNetForClassification.from_pretrained(folder)
+processor = mm.MMFNetProcessor.from_pretrained(folder)
+cards = {}
+
+
+def card(repo):
+    return ModelCard.load(repo).content
+
+
+# 1. a plain Trainer (not examples/train.py), imported after the package: evaluate, then Trainer.push_to_hub
+wrapped_before_push = getattr(Trainer.create_model_card, "mmfnet_wrapped", False)  # nothing saved yet
+data = load_from_disk(V["dataset"])
+args = TrainingArguments(
+    output_dir=str(Path(V["tmp"], "trainer")), push_to_hub=True, hub_model_id="tester/by-trainer",
+    report_to="none", use_cpu=True, remove_unused_columns=False, per_device_eval_batch_size=8,
+    dataloader_pin_memory=False, disable_tqdm=True,
+)
+trainer = Trainer(model=model, args=args, data_collator=mm.MMFNetDataCollator(processor),
+                  eval_dataset=data["validation"], processing_class=processor)
+metrics = trainer.evaluate()
+trainer.push_to_hub(dataset="tester/tiny-avdigits")
+cards["trainer"] = card("tester/by-trainer")
+
+# 2. save_pretrained, then an upload of the folder
+saved = Path(V["tmp"], "saved")
+model.save_pretrained(saved)
+processor.save_pretrained(saved)
+api.create_repo("tester/by-upload")
+api.upload_folder(repo_id="tester/by-upload", folder_path=str(saved))
+cards["upload"] = card("tester/by-upload")
+
+# 3. processor first into an empty repo, then the model
+processor.push_to_hub("tester/by-push")
+cards["processor_first"] = card("tester/by-push")
+model.push_to_hub("tester/by-push")
+cards["push"] = card("tester/by-push")
+
+# 4. a hand-written card is updated, not replaced; a second push replaces only MMFNet's section
+api.create_repo("tester/hand-written")
+api.upload_file(path_or_fileobj=V["hand_written"].encode(), path_in_repo="README.md", repo_id="tester/hand-written")
+model.push_to_hub("tester/hand-written", model_card_kwargs={"datasets": ["tester/pets"]})
+processor.push_to_hub("tester/hand-written")
+cards["updated"] = card("tester/hand-written")
+publish.main([folder, "--repo_id", "tester/hand-written"])
+cards["published"] = card("tester/hand-written")
+model.push_to_hub("tester/hand-written", replace_model_card=True)
+cards["replaced"] = card("tester/hand-written")
+
+RESULT = {"cards": cards, "eval_loss": metrics["eval_loss"], "wrapped_before_push": wrapped_before_push}
+"""
+
+HAND_WRITTEN = """---
+license: mit
+language: en
+tags:
+- my-tag
+---
+
+# My digits model
+
+Notes the author wrote by hand. Keep me.
+"""
+
+
+def test_every_publishing_path_leaves_mmfnet_card(
+    hub_server: HubServer, encoder_dirs: dict[str, Path], tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """save_pretrained + upload, processor.push_to_hub, model.push_to_hub, examples/publish.py and a plain
+    Trainer.push_to_hub all leave MMFNet's card (checked with `ModelCard.load`); a hand-written card keeps its text
+    and metadata unless the push asks to replace it."""
+    torch.manual_seed(0)
+    model = mm.MMFNetForClassification.from_encoders_pretrained(
+        vision=tiny_conv(), text=str(encoder_dirs["bert"]), audio=str(encoder_dirs["wav2vec2"]),
+        fusion_dim=16, fusion_hidden_dim=32, num_labels=4, text_encoder_name="google-bert/bert-base-uncased",
+    )  # fmt: skip
+    processor = mm.MMFNetProcessor(
+        image_processor=mm.conv_image_processor(8, 1),
+        tokenizer=AutoTokenizer.from_pretrained(encoder_dirs["bert"]),
+        feature_extractor=AutoFeatureExtractor.from_pretrained(encoder_dirs["wav2vec2"]),
+    )
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "mmfnet_results.json").write_text(json.dumps({"test_accuracy": 0.75}))
+    assert model.config.audio_encoder_name == str(encoder_dirs["wav2vec2"])  # recorded, a local path
+    values = {"root": str(ROOT), "examples": str(ROOT / "examples"), "folder": str(folder), "tmp": str(tmp_path)}
+    values |= {"hand_written": HAND_WRITTEN, "dataset": str(tiny_dataset)}
+    got = run_client(EVERY_PATH, hub_env(hub_server.endpoint, tmp_path / "hf", TOKEN), tmp_path, **values)
+    cards = {name: ModelCard(text) for name, text in got["cards"].items()}
+
+    for name in ("upload", "push", "updated", "published", "replaced", "trainer"):
+        data, text = cards[name].data, cards[name].text
+        assert "automatically generated" not in text, name
+        assert data.pipeline_tag == "image-classification" and data.library_name == "transformers", name
+        assert data.base_model == ["google-bert/bert-base-uncased"], name  # from the config, not `bert`
+        assert {"mmfnet", "fusion-concat", "vision", "text", "audio", "custom_code"} <= set(data.tags), name
+        assert "## Intended use" in text and "## Limitations" in text, name
+        assert "trust_remote_code=True" in text and "import modeling_mmfnet" in text, name  # with / without
+        assert 'pipeline("multimodal-classification"' in text, name
+        assert text.count("<!-- mmfnet-card ") == 1 and text.count("<!-- /mmfnet-card -->") == 1, name
+        assert "No processor was saved" not in text, name
+    assert "| audio | `wav2vec2` from a local folder `wav2vec2` | mean | no |" in cards["push"].text
+    # the run's metrics travel with the checkpoint folder it was loaded from
+    for name in ("upload", "push", "updated", "published"):
+        results = {(r.metric_name, r.metric_value) for r in cards[name].data.eval_results}
+        assert results == {("test accuracy (all modalities)", 0.75)}, name
+        assert 'pipeline(model="tester/' in cards[name].text or name == "upload", name
+
+    processor_only = cards["processor_first"]
+    assert "mmfnet" in processor_only.data.tags and "The model is not in this repo yet" in processor_only.text
+
+    for name in ("updated", "published"):
+        data, text = cards[name].data, cards[name].text
+        assert text.index("Notes the author wrote by hand. Keep me.") < text.index("<!-- mmfnet-card ")
+        assert data.license == "mit" and data.language == "en" and "my-tag" in data.tags, name
+        assert data.datasets == ["tester/pets"], name  # given to push_to_hub, kept by the later updates
+    replaced = cards["replaced"]
+    assert "Keep me." not in replaced.text and "my-tag" not in replaced.data.tags
+    assert replaced.data.license == "apache-2.0"
+
+    assert got["wrapped_before_push"] is False  # importing the package alone leaves the Trainer (and peft) alone
+    trainer = cards["trainer"]
+    assert trainer.data.datasets == ["tester/tiny-avdigits"]
+    shown = {(r.metric_name, r.dataset_split): r.metric_value for r in trainer.data.eval_results}
+    assert shown == {("eval loss (all modalities)", "eval"): got["eval_loss"]}  # what this run logged
+    assert trainer.data.metrics == ["loss"]

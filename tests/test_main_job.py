@@ -47,7 +47,7 @@ def fused_name(task: str, fusion_type: str, balance: str, seed: int = 0) -> str:
 
 
 def test_report_covers_every_run_and_target(quick_run: tuple[Path, Path, dict, str]) -> None:
-    _, output_dir, report, _ = quick_run
+    data_dir, output_dir, report, _ = quick_run
     summary, by_name = report["summary"], {run["name"]: run for run in report["runs"]}
     fusion = summary["agree"]["fusion_type"]
     expected = {"agree-fused-concat", "agree-fused-transformer", "sum-fused", "sum-image-digit", "sum-audio-digit"}
@@ -58,8 +58,18 @@ def test_report_covers_every_run_and_target(quick_run: tuple[Path, Path, dict, s
         expected |= {fused_name(task, fusion, b) for b in ("none", "ogm_ge", "unimodal_first")}
         expected |= {fused_name(task, fusion, summary[task]["balance"], seed) for seed in (1, 2)}
     assert set(by_name) == expected and len(report["runs"]) == len(expected)
+    import run_benchmark
+
+    args = run_benchmark.BenchmarkArguments(quick=True, data_dir=str(data_dir))
+    splits_by_task = {task: load_from_disk(run_benchmark.data_folder(args, task)) for task in ("agree", "sum")}
+    splits_by_task["imbalanced"] = splits_by_task["agree"]  # the same rows, other transcripts
     for run in report["runs"]:
-        assert 0.0 <= run["test_accuracy"] <= 1.0 and run["train_loss"] > 0
+        data = splits_by_task[run["task"]]
+        for split in ("test", "test_real"):  # an accuracy over n samples is k / n: counted, not averaged per batch
+            correct = run[f"{split}_accuracy"] * len(data[split])
+            assert correct == pytest.approx(round(correct), abs=1e-6), (run["name"], split)
+            assert 0 <= round(correct) <= len(data[split]), (run["name"], split)
+        assert run["train_loss"] > 0
         if len(run["modalities"]) > 1:  # every multimodal model is also scored with each modality dropped
             assert {f"{s}_without_{m}_accuracy" for m in run["modalities"] for s in ("validation", "test")} <= set(run)
         assert "test_real_accuracy" in run  # the human-speech split is evaluated
@@ -97,6 +107,17 @@ def test_report_covers_every_run_and_target(quick_run: tuple[Path, Path, dict, s
     assert len(summary["targets"]) == 10 and all(isinstance(v, bool) for v in summary["targets"].values())
     ceiling = by_name["sum-image-digit"]["test_accuracy"] * by_name["sum-audio-digit"]["test_accuracy"]
     assert summary["sum"]["ceiling"] == pytest.approx(ceiling)
+    # the verdicts follow from the runs (recomputed here from the per-run accuracies)
+    targets, agree = summary["targets"], summary["agree"]
+    singles = [by_name[f"agree-{m}-only"]["test_accuracy"] for m in mm.MODALITIES]
+    fused = {t: np.mean([by_name[fused_name(t, fusion, summary[t]["balance"], seed)]["test_accuracy"]
+                         for seed in (0, 1, 2)]) for t in ("agree", "imbalanced")}  # fmt: skip
+    assert targets["agree: fused >= best single + 3 points"] is bool(fused["agree"] >= max(singles) + 0.03)
+    assert targets["agree: every single modality in [60%, 97%]"] is all(0.6 <= a <= 0.97 for a in singles)
+    assert targets["agree: fused > best baseline"] is bool(fused["agree"] > agree["best_baseline_accuracy"])
+    assert targets["sum: fused >= 0.95 x (image digit x audio digit)"] is (
+        by_name["sum-fused"]["test_accuracy"] >= 0.95 * ceiling
+    )
     assert report["meta"]["caching"]["speedup"] > 1  # cached text embeddings beat re-running MiniLM
     assert (output_dir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (output_dir / "report.md").read_text()

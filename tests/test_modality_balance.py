@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 import modeling_mmfnet as mm
 
@@ -90,13 +91,17 @@ def test_ogm_ge_adds_noise_to_every_branch_only_and_evaluation_is_untouched():
 
 
 def test_modality_balance_config_is_checked():
+    """Bad choices name the field (strict-dataclass errors, as for every typed field of the config)."""
     conv = mm.MMFNetConvConfig(num_channels=1, hidden_sizes=[4])
-    with pytest.raises(ValueError, match="modality_balance"):
+    with pytest.raises(StrictDataclassError, match="modality_balance"):
         mm.MMFNetConfig(vision_config=conv, audio_config=conv, modality_balance="ogm-ge", aux_unimodal_weight=1.0)
-    with pytest.raises(ValueError, match="aux_unimodal_weight"):
+    with pytest.raises(StrictDataclassError) as error:
         mm.MMFNetConfig(vision_config=conv, audio_config=conv, modality_balance="ogm")
-    with pytest.raises(ValueError, match="two modalities"):
+    assert "aux_unimodal_weight" in str(error.value.__cause__)
+    with pytest.raises(StrictDataclassError) as error:
         mm.MMFNetConfig(vision_config=conv, modality_balance="ogm", aux_unimodal_weight=1.0)
-    with pytest.raises(ValueError, match="modality_balance_alpha"):
+    assert "two modalities" in str(error.value.__cause__)
+    with pytest.raises(StrictDataclassError) as error:
         mm.MMFNetConfig(vision_config=conv, audio_config=conv, modality_balance="ogm", aux_unimodal_weight=1.0,
                         modality_balance_alpha=-1.0)  # fmt: skip
+    assert "modality_balance_alpha" in str(error.value.__cause__)

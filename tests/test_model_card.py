@@ -27,6 +27,10 @@ SHIPPED = {
     "modeling_mmfnet.py",
     "fusion_mmfnet.py",
     "modeling_mmfnet_conv.py",
+    "validation_mmfnet.py",
+    "saving_mmfnet.py",
+    "augmentation_mmfnet.py",
+    "pipeline_mmfnet.py",
 }
 
 
@@ -168,13 +172,17 @@ def test_custom_template(saved: tuple[Path, mm.MMFNetForClassification], tmp_pat
 
 
 def test_card_code_is_not_shipped(saved: tuple[Path, mm.MMFNetForClassification], tmp_path: Path) -> None:
-    """The files a checkpoint carries for trust_remote_code neither include nor import the card module."""
+    """The files a checkpoint carries for trust_remote_code neither include nor import the package-only modules
+    (card, publishing, command line); the card reaches them only through the hook the package installs."""
     _, model = saved
     model.save_pretrained(tmp_path)
     shipped = {p.name for p in tmp_path.glob("*.py")}
     assert shipped == SHIPPED
     for name in [*SHIPPED, "processing_mmfnet.py"]:
-        assert "card" not in (ROOT / "modeling_mmfnet" / name).read_text(), name
+        text = (ROOT / "modeling_mmfnet" / name).read_text()
+        assert not re.search(r"card_mmfnet|publishing_mmfnet|cli_mmfnet|caching_mmfnet", text), name
+    assert isinstance(mm.MMFNetPreTrainedModel.model_card_hook, card_mmfnet.ModelCardHook)
+    assert mm.MMFNetProcessor.model_card_hook is mm.MMFNetPreTrainedModel.model_card_hook
 
 
 def load_publish() -> ModuleType:
@@ -224,3 +232,84 @@ def test_publish_refuses_folders_that_cannot_load_from_the_hub(
     with pytest.raises(SystemExit) as exit_info:
         publish.main([str(tmp_path / "no_map"), "--repo_id", "me/x"])
     assert exit_info.value.code == 2
+
+
+HAND_WRITTEN = """---
+license: mit
+language: en
+tags:
+- my-tag
+---
+
+# My model
+
+Notes written by hand.
+"""
+
+
+def test_card_update_rules(saved: tuple[Path, mm.MMFNetForClassification]) -> None:
+    """Placeholder cards are replaced; a hand-written card keeps its text and metadata with MMFNet's section
+    appended; a second update regenerates only that section (text after it stays); `replace=True` replaces."""
+    folder, model = saved
+    new = mm.generate_model_card(folder, repo_id="me/demo")
+    generic = "---\nlibrary_name: transformers\n---\n\nThis model card has been automatically generated.\n"
+    assert mm.update_model_card(generic, new) == new and mm.update_model_card(None, new) == new
+
+    updated = mm.update_model_card(HAND_WRITTEN, new)
+    card = ModelCard(updated)
+    assert card.text.index("Notes written by hand.") < card.text.index("<!-- mmfnet-card ")
+    assert card.data.license == "mit" and card.data.language == "en"
+    assert card.data.tags[0] == "my-tag" and "mmfnet" in card.data.tags
+    assert card.data.pipeline_tag == "image-classification" and card.data.eval_results
+    assert mm.update_model_card(updated, new) == updated  # idempotent: the section is replaced, not appended
+
+    edited = updated + "\n## Added later\n\nKept too.\n"
+    regenerated = mm.update_model_card(edited, mm.generate_model_card(model, {"test_accuracy": 0.5}))
+    assert regenerated.count("<!-- mmfnet-card ") == 1 and regenerated.endswith("## Added later\n\nKept too.\n")
+    assert "Notes written by hand." in regenerated and "| test | all modalities | accuracy | 0.5 |" in regenerated
+    assert mm.update_model_card(edited, new, replace=True) == new
+
+    # what the card was generated from travels in it: an update without metrics keeps the known ones
+    assert card_mmfnet.card_state(new)["metrics"] == card_mmfnet.read_results(folder)
+    kept = card_mmfnet.refresh_model_card(model.config, new)
+    assert {r.metric_value for r in ModelCard(kept).data.eval_results} == {
+        r.metric_value for r in ModelCard(new).data.eval_results
+    }
+    assert f"Parameters: {sum(p.numel() for p in model.parameters()):,}" in kept  # a config alone cannot tell
+
+
+def test_pipeline_tag_and_intended_use() -> None:
+    three = make_model()
+    text_only = mm.MMFNetConfig(text_config=tiny_bert(), num_labels=2)
+    assert ModelCard(mm.generate_model_card(three)).data.pipeline_tag == "image-classification"
+    assert ModelCard(mm.generate_model_card(text_only)).data.pipeline_tag == "text-classification"
+    base = mm.MMFNetModel(mm.MMFNetConfig(vision_config=tiny_conv()))
+    assert ModelCard(mm.generate_model_card(base)).data.pipeline_tag == "image-feature-extraction"
+    assert ModelCard(mm.generate_model_card(three, pipeline_tag="audio-classification")).data.pipeline_tag == (
+        "audio-classification"
+    )
+    card = mm.generate_model_card(three, datasets=["me/pets"], repo_id="me/demo")
+    intended = card[card.index("## Intended use") : card.index("## Evaluation")]
+    assert "any subset of vision, text and audio" in intended and "`me/pets`" in intended
+    assert 'pipeline(model="me/demo", trust_remote_code=True)' in card
+    assert '{"image": "photo.png", "text": "some text", "audio": "clip.wav"}' in card
+    assert "pipeline(" not in mm.generate_model_card(base)  # no head, no classification pipeline
+
+
+def test_encoder_sources_are_recorded(encoder_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """`from_encoders_pretrained` records where each encoder came from; a Hub id given for a local copy wins and
+    becomes the card's `base_model`; the fields survive save and load."""
+    model = mm.MMFNetForClassification.from_encoders_pretrained(
+        text=str(encoder_dirs["bert"]), audio=str(encoder_dirs["wav2vec2"]), num_labels=2, fusion_dim=16,
+        text_encoder_name="google-bert/bert-base-uncased",
+    )  # fmt: skip
+    assert model.config.text_encoder_name == "google-bert/bert-base-uncased"
+    assert (
+        model.config.audio_encoder_name == str(encoder_dirs["wav2vec2"]) and model.config.vision_encoder_name is None
+    )
+    model.save_pretrained(tmp_path)
+    loaded = mm.MMFNetConfig.from_pretrained(tmp_path)
+    assert loaded.text_encoder_name == "google-bert/bert-base-uncased"
+    card = ModelCard((tmp_path / "README.md").read_text())
+    assert card.data.base_model == ["google-bert/bert-base-uncased"]
+    assert "| audio | `wav2vec2` from a local folder `wav2vec2` | mean | no |" in card.text

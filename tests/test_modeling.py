@@ -1,4 +1,4 @@
-"""MMFNetModel / MMFNetForClassification: fusion catalogue, missing modalities, gradients, training."""
+"""MMFNetModel / MMFNetForSequenceClassification: fusion catalogue, missing modalities, gradients, training."""
 
 import itertools
 import math
@@ -10,7 +10,6 @@ from conftest import random_inputs, three_modality_config, tiny_bert, tiny_conv,
 import modeling_mmfnet as mm
 
 SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(mm.MODALITIES, r)]
-INPUT_KEYS = {"vision": ("pixel_values",), "text": ("input_ids", "attention_mask"), "audio": ("input_values",)}
 
 
 def count_calls(model: mm.MMFNetModel) -> dict[str, list[int]]:
@@ -49,8 +48,9 @@ def test_fusion_over_modality_subsets(models, fusion_type, subset):
     # the fused embedding of a subset equals that of all three modalities with the others masked out per sample
     full = random_inputs(4, modalities=mm.MODALITIES)
     for modality in subset:
-        for key in INPUT_KEYS[modality]:
-            full[key] = inputs[key]
+        for key in mm.ENCODER_INPUT_NAMES[modality]:
+            if key in inputs:
+                full[key] = inputs[key]
     with torch.no_grad():
         masked = model(**full, modality_mask=expected_mask.clone())
     torch.testing.assert_close(masked.logits, out.logits, rtol=1e-4, atol=1e-5)
@@ -68,14 +68,16 @@ def test_per_sample_missing_is_ignored_not_zeros(models, fusion_type):
         # change every absent entry: nothing may move
         perturbed = random_inputs(4, seed=2)
         for index, modality in enumerate(mm.MODALITIES):
-            for key in INPUT_KEYS[modality]:
+            for key in (k for k in mm.ENCODER_INPUT_NAMES[modality] if k in inputs):
                 keep = mask[:, index].view(-1, *[1] * (inputs[key].dim() - 1))
                 perturbed[key] = torch.where(keep, inputs[key], perturbed[key])
         again = model(**perturbed, modality_mask=mask)
         # each sample alone, given only its present modalities, gives the same logits
         for row in range(4):
             present = [m for i, m in enumerate(mm.MODALITIES) if mask[row, i]]
-            single = {k: v[row : row + 1] for k, v in inputs.items() if any(k in INPUT_KEYS[m] for m in present)}
+            single = {
+                k: v[row : row + 1] for k, v in inputs.items() if any(k in mm.ENCODER_INPUT_NAMES[m] for m in present)
+            }
             alone = model(**single)
             torch.testing.assert_close(alone.logits, out.logits[row : row + 1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(again.logits, out.logits)
@@ -266,17 +268,38 @@ def test_training_learns_a_toy_task(fusion_type):
 def test_problem_types():
     torch.manual_seed(0)
     inputs = random_inputs(4)
-    multi = mm.MMFNetForClassification(three_modality_config(problem_type="multi_label_classification"))
-    out = multi(**inputs, labels=torch.randint(0, 2, (4, 5)).float())
-    assert out.loss.ndim == 0 and out.loss > 0
-    regression = mm.MMFNetForClassification(three_modality_config(num_labels=1))
-    out = regression(**inputs, labels=torch.randn(4))
-    assert regression.config.problem_type == "regression" and out.logits.shape == (4, 1)
-    single = mm.MMFNetForClassification(three_modality_config()).eval()
+    multi = mm.MMFNetForSequenceClassification(three_modality_config(problem_type="multi_label_classification"))
+    targets = torch.randint(0, 2, (4, 5)).float()
+    out = multi.eval()(**inputs, labels=targets)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    torch.testing.assert_close(out.loss, bce(out.logits, targets))
+    regression = mm.MMFNetForSequenceClassification(three_modality_config(num_labels=1)).eval()
+    targets = torch.randn(4)
+    out = regression(**inputs, labels=targets)
+    assert out.logits.shape == (4, 1)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), targets))
+    single = mm.MMFNetForSequenceClassification(three_modality_config()).eval()
     labels = torch.tensor([0, -100, 2, 3])
     logits = single(**inputs).logits
     expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
     torch.testing.assert_close(single(**inputs, labels=labels).loss, expected)
+
+
+def test_problem_type_is_inferred_per_call_and_never_stored():
+    """Float labels once (multi-label) must not turn the next call's integer labels into multi-label targets."""
+    torch.manual_seed(0)
+    inputs = random_inputs(4)
+    model = mm.MMFNetForSequenceClassification(three_modality_config()).eval()
+    assert model.config.problem_type is None
+    multi_hot = torch.zeros(4, 5).scatter_(1, torch.tensor([[1], [0], [4], [2]]), 1.0)
+    out = model(**inputs, labels=multi_hot)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    torch.testing.assert_close(out.loss, bce(out.logits, multi_hot))
+    assert model.config.problem_type is None
+    labels = torch.tensor([1, 0, 4, 2])
+    out = model(**inputs, labels=labels)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    assert model.config.problem_type is None
 
 
 def test_contrastive_logit_scale_is_clamped():
@@ -318,9 +341,12 @@ def test_new_parameters_are_initialised_when_built_from_encoders(encoder_dirs):
     for modality, family in (("vision", "vit"), ("text", "bert"), ("audio", "wav2vec2")):
         saved = AutoModel.from_pretrained(encoder_dirs[family]).state_dict()
         state = getattr(model.mmfnet, f"{modality}_model").state_dict()
-        assert saved.keys() == state.keys(), family
-        for key, value in saved.items():
-            torch.testing.assert_close(state[key], value, msg=f"{family}: {key}")
+        # pooling is "mean": the encoder's own pooler is dropped (it would never get a gradient)
+        unused_pooler = {key for key in saved if key.startswith("pooler.")}
+        assert bool(unused_pooler) == (family != "wav2vec2"), family
+        assert saved.keys() - unused_pooler == state.keys(), family
+        for key in state:
+            torch.testing.assert_close(state[key], saved[key], msg=f"{family}: {key}")
     encoder_prefixes = ("mmfnet.vision_model.", "mmfnet.text_model.", "mmfnet.audio_model.")
     for name, param in model.named_parameters():
         if name.startswith(encoder_prefixes):
@@ -350,3 +376,61 @@ def test_encoders_are_direct_children_and_no_split_modules_collected():
     assert {"vision_model", "text_model"} <= set(children) and model.audio_model is None
     assert {"ViTLayer", "BertLayer", "MMFNetFusionTransformerLayer"} <= set(model._no_split_modules)
     assert mm.MMFNetModel(mm.MMFNetConfig(audio_config=tiny_wav2vec2())).config.modalities == ("audio",)
+
+
+def test_unused_encoder_poolers_are_not_built_and_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    mean = mm.MMFNetModel(three_modality_config())
+    assert mean.text_model.pooler is None and mean.vision_model.pooler is None
+    assert not any(".pooler." in name for name in mean.state_dict())
+    model = mm.MMFNetForSequenceClassification(three_modality_config(text_pooling="pooler")).train()
+    assert isinstance(model.mmfnet.text_model.pooler, torch.nn.Module) and model.mmfnet.vision_model.pooler is None
+    model(**random_inputs(2), labels=torch.tensor([0, 1])).loss.backward()
+    # DDP with find_unused_parameters=False (the Trainer's choice under activation checkpointing) needs this
+    assert [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_pooler_weights_of_a_checkpoint_load_as_expected_leftovers(tmp_path, encoder_dirs):
+    """A checkpoint's encoder pooler, unused by the loading config, is dropped without a warning or a reload gap."""
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    loading_logger = logging.get_logger("transformers.modeling_utils")
+    torch.manual_seed(0)
+    saved = mm.MMFNetForSequenceClassification(three_modality_config(text_pooling="pooler", vision_pooling="pooler"))
+    saved.save_pretrained(tmp_path / "with_pooler")
+    with CaptureLogger(loading_logger) as captured:
+        model, info = mm.MMFNetForSequenceClassification.from_pretrained(
+            tmp_path / "with_pooler", text_pooling="mean", vision_pooling="mean", output_loading_info=True
+        )
+    assert "LOAD REPORT" not in captured.out and not info["unexpected_keys"] and not info["missing_keys"]
+    assert model.mmfnet.text_model.pooler is None and model.mmfnet.vision_model.pooler is None
+    reference = saved.state_dict()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0, msg=key)
+    # a pretrained encoder's own pooler (BERT and ViT checkpoints carry one): loaded, then dropped, silently
+    with CaptureLogger(loading_logger) as captured:
+        built = mm.MMFNetModel.from_encoders_pretrained(vision=encoder_dirs["vit"], text=encoder_dirs["bert"])
+    assert "LOAD REPORT" not in captured.out and built.text_model.pooler is None
+    # a real gap is refused: the pooler the config asks for is missing from the saved model above
+    model.save_pretrained(tmp_path / "without_pooler")
+    with pytest.raises(OSError, match=r"lacks 2 tensor\(s\).*text_model\.pooler\.dense"):
+        mm.MMFNetForSequenceClassification.from_pretrained(tmp_path / "without_pooler", text_pooling="pooler")
+
+
+def test_set_input_embeddings_keeps_the_text_vocabulary_in_step():
+    torch.manual_seed(0)
+    model = mm.MMFNetForSequenceClassification(three_modality_config()).eval()
+    bigger = torch.nn.Embedding(40, 32)
+    model.set_input_embeddings(bigger)
+    assert model.get_input_embeddings() is bigger and model.mmfnet.text_model.embeddings.word_embeddings is bigger
+    assert model.config.text_config.vocab_size == 40
+    inputs = random_inputs(2)
+    inputs["input_ids"][0, 1] = 39  # a token only the new embeddings know
+    assert model(**inputs).logits.shape == (2, 5)
+    resized = model.resize_token_embeddings(48)
+    assert resized.num_embeddings == 48 and model.config.text_config.vocab_size == 48
+    without_text = mm.MMFNetModel(mm.MMFNetConfig(vision_config=tiny_vit()))
+    assert without_text.get_input_embeddings() is None
+    with pytest.raises(ValueError, match="has no text encoder"):
+        without_text.set_input_embeddings(bigger)

@@ -16,6 +16,10 @@ CODE_FILES = {
     "modeling_mmfnet.py",
     "fusion_mmfnet.py",
     "modeling_mmfnet_conv.py",
+    "validation_mmfnet.py",
+    "saving_mmfnet.py",
+    "augmentation_mmfnet.py",
+    "pipeline_mmfnet.py",
 }
 
 
@@ -51,7 +55,7 @@ def test_saved_folder_carries_code_and_auto_map(saved):
     assert config["auto_map"] == {
         "AutoConfig": "configuration_mmfnet.MMFNetConfig",
         "AutoModel": "modeling_mmfnet.MMFNetModel",
-        "AutoModelForSequenceClassification": "modeling_mmfnet.MMFNetForClassification",
+        "AutoModelForSequenceClassification": "modeling_mmfnet.MMFNetForSequenceClassification",
     }
 
 
@@ -112,7 +116,7 @@ RESULT = {
     )
     assert result["refused_without_trust"]
     assert all(module.startswith("transformers_modules.") for module in result["modules"]), result["modules"]
-    assert result["classes"] == ["MMFNetConfig", "MMFNetConvConfig", "MMFNetForClassification", "MMFNetModel"]
+    assert result["classes"] == ["MMFNetConfig", "MMFNetConvConfig", "MMFNetForSequenceClassification", "MMFNetModel"]
     assert result["logits_equal"] and result["fused_equal"]
 
 

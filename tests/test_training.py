@@ -5,7 +5,6 @@ training on cached frozen-encoder features against frozen encoders, LoRA through
 fail before training starts.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -24,12 +23,11 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
     EvalPrediction,
-    HfArgumentParser,
-    TrainingArguments,
     set_seed,
 )
 
 import modeling_mmfnet as mm
+from modeling_mmfnet import training_mmfnet as train
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["zero", "one", "two", "three"]
@@ -37,14 +35,9 @@ DDP_ATOL = 1e-5
 """DDP vs one process: same data, same global batch; only the order of float sums differs (seen: ~4e-7)."""
 
 
-def _import_train():
-    spec = importlib.util.spec_from_file_location("mmfnet_train_example", REPO / "examples" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _import_train()
+def run_train(argv: list[str]) -> dict[str, float]:
+    """`examples/train.py argv` in this process; the metrics it reports."""
+    return train.run(*train.parse_args(argv))
 
 
 def tiny_args(data: Path, output_dir: Path, text: Path | str = "none", **overrides) -> list[str]:
@@ -91,9 +84,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 
 def parse(argv: list[str]) -> tuple:
-    return HfArgumentParser(
-        (train.ModelArguments, train.DataArguments, TrainingArguments)
-    ).parse_args_into_dataclasses(args=argv)
+    return train.parse_args(argv)
 
 
 def free_port() -> int:
@@ -130,7 +121,7 @@ def single_run(tiny_dataset, bert_no_dropout, tmp_path_factory) -> tuple[Path, d
     """One in-process run of `main(argv)`: output folder, returned metrics, and the weights before training."""
     out = tmp_path_factory.mktemp("single") / "out"
     argv = ddp_comparable_args(tiny_dataset, out, bert_no_dropout, per_device=8)
-    metrics = train.main(argv)
+    metrics = run_train(argv)
     # the weights the run started from: the same seed and the same construction as `run`
     set_seed(0)
     initial, _ = train.build_model_and_processor(parse(argv)[0], LABELS)
@@ -191,7 +182,7 @@ def test_evaluation_reports_fused_and_each_modality_removed(single_run, tiny_dat
 def test_two_modality_run_scores_samples_that_keep_another_modality(tiny_dataset, bert_no_dropout, tmp_path):
     """Vision + text: a sample with no image has nothing left without text; it is left out of that score."""
     out = tmp_path / "out"
-    metrics = train.main(tiny_args(tiny_dataset, out, bert_no_dropout, audio_encoder="none", max_steps=1))
+    metrics = run_train(tiny_args(tiny_dataset, out, bert_no_dropout, audio_encoder="none", max_steps=1))
     assert {"test_without_vision_loss", "test_without_text_loss"} <= set(metrics)
     assert not any("without_audio" in key for key in metrics)
     model = mm.MMFNetForClassification.from_pretrained(out).eval()
@@ -238,6 +229,37 @@ def test_torchrun_ddp_matches_single_process(single_run, tiny_dataset, bert_no_d
             assert ddp_metrics[key] == pytest.approx(value, abs=1e-4), key
 
 
+def test_torchrun_ddp_with_activation_checkpointing_and_no_unused_parameter_search(
+    single_run, tiny_dataset, bert_no_dropout, tmp_path
+):
+    """Activation checkpointing under DDP with `find_unused_parameters=False` (the Trainer's own choice whenever
+    checkpointing is on): every trainable parameter gets a gradient (no unused BERT pooler), and recomputing the
+    activations in the backward pass changes nothing: the weights equal the plain one-process run's."""
+    single_out, single_metrics, initial = single_run
+    out = tmp_path / "ddp_checkpointing"
+    argv = ddp_comparable_args(tiny_dataset, out, bert_no_dropout, per_device=4)
+    argv += ["--activation_checkpointing", "true", "--ddp_find_unused_parameters", "false", "--do_eval", "false"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), str(REPO / "examples" / "train.py"), *argv]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    assert re.search(r"process 0 of 2", log) and re.search(r"process 1 of 2", log), log[-3000:]
+    trained = weights(out)
+    assert not any(".pooler." in key for key in trained)  # pooling is "mean": the encoder's pooler is not built
+    assert max_difference(trained, weights(single_out)) <= DDP_ATOL
+    # gradients flowed through the checkpointed text encoder (4 small SGD steps: tiny but nonzero changes)
+    text = [key for key in trained if key.startswith("mmfnet.text_model.encoder.")]
+    assert text and max((trained[key] - initial[key]).abs().max().item() for key in text) > 0
+
+
 # ---------------------------------------------------------------------------------------------------- resume
 def test_resume_from_checkpoint_is_exact(tiny_dataset, encoder_dirs, tmp_path):
     """Stop at step 3 of 4 (mid-epoch), resume: bit-identical final weights, with dropout and modality dropout on."""
@@ -246,11 +268,11 @@ def test_resume_from_checkpoint_is_exact(tiny_dataset, encoder_dirs, tmp_path):
         report_missing_modalities="false",
     )  # fmt: skip
     full = tmp_path / "full"
-    train.main(tiny_args(tiny_dataset, full, encoder_dirs["bert"], **common))
+    run_train(tiny_args(tiny_dataset, full, encoder_dirs["bert"], **common))
     checkpoint = full / "checkpoint-3"
     assert (checkpoint / "optimizer.pt").is_file() and (checkpoint / "rng_state.pth").is_file()
     resumed = tmp_path / "resumed"
-    train.main(tiny_args(tiny_dataset, resumed, encoder_dirs["bert"], resume_from_checkpoint=checkpoint, **common))
+    run_train(tiny_args(tiny_dataset, resumed, encoder_dirs["bert"], resume_from_checkpoint=checkpoint, **common))
 
     final, again = weights(full), weights(resumed)
     assert max_difference(final, weights(checkpoint)) > 1e-6, "step 4 changed nothing: the test would be vacuous"
@@ -267,8 +289,8 @@ def test_cached_embeddings_train_like_frozen_encoders(tiny_dataset, encoder_dirs
         freeze_vision="true", freeze_text="true", freeze_audio="true", max_train_samples=16, learning_rate=1e-2,
         modality_dropout=0.3, dropout=0.1, save_strategy="steps", save_steps=4,
     )  # fmt: skip
-    live = train.main(tiny_args(tiny_dataset, tmp_path / "live", encoder_dirs["bert"], **common))
-    cached = train.main(
+    live = run_train(tiny_args(tiny_dataset, tmp_path / "live", encoder_dirs["bert"], **common))
+    cached = run_train(
         tiny_args(tiny_dataset, tmp_path / "cached", encoder_dirs["bert"], cache_embeddings="true", **common)
     )
 
@@ -313,7 +335,10 @@ def test_cache_modality_embeddings_api(tiny_dataset, encoder_dirs):
     torch.testing.assert_close(from_cache.loss, live.loss, rtol=0, atol=1e-6)
     model.mmfnet.text_model.requires_grad_(True)
     with pytest.raises(ValueError, match=r"cannot cache features of trainable encoders \['text'\]"):
-        mm.cache_modality_embeddings(model, data, collator)
+        mm.cache_modality_embeddings(model, data, collator, modalities=("vision", "text"))
+    # by default only the frozen modalities are cached; the trainable one keeps its raw column
+    partial = mm.cache_modality_embeddings(model, data, collator)
+    assert set(partial.column_names) == {"vision_embeds", "modality_mask", "label", "text"}
 
 
 # ---------------------------------------------------------------------------------------------------------- peft
@@ -322,7 +347,7 @@ def test_lora_on_the_text_encoder_trains_saves_and_loads(tiny_dataset, encoder_d
     out = tmp_path / "lora"
     argv = tiny_args(tiny_dataset, out, encoder_dirs["bert"], audio_encoder="none", lora_modalities="text",
                      lora_rank=4, learning_rate=1e-2)  # fmt: skip
-    metrics = train.main(argv)
+    metrics = run_train(argv)
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert "text_model" in adapter_config["target_modules"] and adapter_config["r"] == 4
@@ -349,16 +374,13 @@ def test_lora_on_the_text_encoder_trains_saves_and_loads(tiny_dataset, encoder_d
 
 def test_peft_is_an_optional_extra(tmp_path):
     """Without peft the package and the example import; only --lora_modalities asks for it, with a clear error."""
-    code = f"""
+    code = """
 import json
 import sys
 import modeling_mmfnet
 loaded_by_package = "peft" in sys.modules
 sys.modules["peft"] = None  # as if not installed
-import importlib.util
-spec = importlib.util.spec_from_file_location("train_example", {str(REPO / "examples" / "train.py")!r})
-train = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train)
+from modeling_mmfnet import training_mmfnet as train
 model = modeling_mmfnet.MMFNetForClassification.from_encoders_pretrained(
     vision=modeling_mmfnet.MMFNetConvConfig(hidden_sizes=[4]), num_labels=2, fusion_dim=8
 )
@@ -367,7 +389,7 @@ try:
     message = None
 except ImportError as error:
     message = str(error)
-print(json.dumps({{"loaded_by_package": loaded_by_package, "message": message}}))
+print(json.dumps({"loaded_by_package": loaded_by_package, "message": message}))
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -411,16 +433,22 @@ def test_bad_input_fails_before_training(case, extra, message, tiny_dataset, enc
     def no_model(*args, **kwargs):
         raise AssertionError("the bad input was not caught before building the model and training")
 
-    monkeypatch.setattr(train, "build_model_and_processor", no_model)
+    monkeypatch.setattr(train, "build_model", no_model)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
-        train.main(tiny_args(data, out, encoder_dirs["bert"], **extra))
+        run_train(tiny_args(data, out, encoder_dirs["bert"], **extra))
     assert not (out / "model.safetensors").exists()
 
 
-def test_the_toy_labels_are_a_class_label(tiny_dataset):
-    """The bad-label cases above need a plain int column: a ClassLabel refuses out-of-range values itself."""
-    assert isinstance(load_from_disk(tiny_dataset)["train"].features["label"], ClassLabel)
+def test_class_names_come_from_the_class_label_else_from_the_label_values(tiny_dataset, tmp_path):
+    """A ClassLabel names the classes, even one that no split holds; a plain int column is named by its values."""
+    data = load_from_disk(tiny_dataset)
+    data_args = parse(tiny_args(tiny_dataset, tmp_path / "out"))[1]
+    names = [*LABELS, "four"]
+    five = DatasetDict({k: v.cast_column("label", ClassLabel(names=names)) for k, v in data.items()})
+    assert train.check_data(five, data_args, ("text",), ["train", "test"]) == names
+    plain = DatasetDict({k: v.cast_column("label", Value("int64")) for k, v in data.items()})
+    assert train.check_data(plain, data_args, ("text",), ["train", "test"]) == ["0", "1", "2", "3"]
 
 
 def test_image_modes_are_checked_on_every_image_without_decoding(tmp_path):
