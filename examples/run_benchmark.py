@@ -727,8 +727,9 @@ def readme_block(summary: dict[str, Any], meta: dict[str, Any], results: list[di
         "## Results of the main job",
         "",
         f"`{meta['command']}` ({meta['machine']}; {minutes:.1f} min, {data_minutes:.1f} of them loading the data and "
-        f"features; {meta['cpu_seconds'] / 60:.1f} min of CPU time on one thread, with the CPUs shared: load average "
-        f"{meta['load_average'][-1]} at the end; building the data the first time adds about a minute). "
+        f"features; {meta['cpu_seconds'] / 60:.1f} min of CPU time on one thread; 15-minute load average "
+        f"{meta['load_average'][-1]} at the end, 1 = this job alone; building the data the first time adds about a "
+        "minute). "
         "Full report: [`examples/results/avdigits/report.md`](examples/results/avdigits/report.md), plot: "
         "[`accuracy.png`](examples/results/avdigits/accuracy.png), the generated card of the selected model: "
         "[`model_card.md`](examples/results/avdigits/model_card.md).",
