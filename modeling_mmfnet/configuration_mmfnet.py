@@ -39,8 +39,15 @@ TRANSFORMERS_CONFIG_KEYS: frozenset[str] = frozenset(
 
 # --------------------------------------------------------------------------------------- reliability checks (#14)
 def check_unknown_kwargs(config: PreTrainedConfig, kwargs: dict[str, Any]) -> None:
-    """Refuse keyword arguments that are no field of `config` (a typo would silently keep the default)."""
+    """Refuse keyword arguments that are no field of `config` (a typo would silently keep the default).
+
+    A config read from a saved `config.json` (it carries `transformers_version`) is exempt: transformers lets any
+    attribute be set on a config and saved with it (`config.foo = 1`), and such a checkpoint must keep loading.
+    """
     from transformers import GenerationConfig
+
+    if getattr(config, "transformers_version", None) is not None:
+        return
 
     exempt = TRANSFORMERS_CONFIG_KEYS | set(GenerationConfig._get_default_generation_params())
     unknown = [key for key in kwargs if key not in exempt]

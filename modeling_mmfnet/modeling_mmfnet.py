@@ -421,10 +421,13 @@ class MMFNetPreTrainedModel(PreTrainedModel):
 
         Refused: a folder without `config.json`; tensors whose shapes differ from the config's (unless
         `ignore_mismatched_sizes=True`, which re-initialises them); tensors missing from a checkpoint saved by this
-        class (e.g. the head), which would otherwise be random; NaN / inf weights.
+        class (e.g. the head), which would otherwise be random (unless `output_loading_info=True`: the caller then
+        reads `missing_keys` itself); NaN / inf weights.
         """
         path = pretrained_model_name_or_path
         subfolder = kwargs.get("subfolder", "")
+        if path is None:  # transformers' `from_pretrained(None, config=..., state_dict=...)`
+            return super().from_pretrained(path, *args, **kwargs)
         if os.path.isfile(path):
             raise OSError(
                 f"{str(path)!r} is a file; `from_pretrained` takes the checkpoint folder (with config.json)."
@@ -450,7 +453,9 @@ class MMFNetPreTrainedModel(PreTrainedModel):
                 f"Cannot read the weights of {str(path)!r}: a safetensors file is corrupt or "
                 f"truncated ({error}). Download it again (`force_download=True`) or save the model again."
             ) from error
-        check_loaded_weights(model, loading_info, str(path), ignore_mismatched_sizes)
+        check_loaded_weights(
+            model, loading_info, str(path), ignore_mismatched_sizes, report_missing=output_loading_info
+        )
         # loading re-creates the parameters (requires_grad=True): freeze the encoders the config freezes again
         base = getattr(model, model.base_model_prefix, model)
         for modality in base.config.modalities:
@@ -520,9 +525,17 @@ OPTIONAL_HEAD_PARAMETERS = ("unimodal_classifier.", "logit_scale")
 
 
 def check_loaded_weights(
-    model: PreTrainedModel, loading_info: dict[str, Any], source: str, ignore_mismatched_sizes: bool
+    model: PreTrainedModel,
+    loading_info: dict[str, Any],
+    source: str,
+    ignore_mismatched_sizes: bool,
+    report_missing: bool = False,
 ) -> None:
-    """Raise on what `from_pretrained` would otherwise only log: shape mismatches, missing tensors, NaN / inf."""
+    """Raise on what `from_pretrained` would otherwise only log: shape mismatches, missing tensors, NaN / inf.
+
+    With `report_missing` (the caller asked for `output_loading_info=True` and reads `missing_keys` itself), missing
+    tensors are logged as a warning instead.
+    """
     mismatched = sorted(loading_info.get("mismatched_keys") or ())
     if mismatched and not ignore_mismatched_sizes:
         shapes = "; ".join(f"{key}: checkpoint {tuple(a)} vs model {tuple(b)}" for key, a, b in mismatched[:8])
@@ -540,14 +553,19 @@ def check_loaded_weights(
     absent = [
         key for key in missing if key not in extras and (saved_by_this_class or not key.startswith(HEAD_PARAMETERS))
     ]
-    if absent:
+    if absent and report_missing:
+        logger.warning("%s lacks %d tensor(s), randomly initialised: %s", source, len(absent), absent[:8])
+    elif absent:
         raise OSError(
             f"{source!r} lacks {len(absent)} tensor(s) this model needs: {absent[:8]}; they would be randomly "
             "initialised. The checkpoint is incomplete: save it again, or load it with the class that saved it "
             f"({getattr(model.config, 'architectures', None)})."
         )
+    not_loaded = set(missing)  # only the checkpoint's own values are checked here
     tensors = [
-        (name, t) for name, t in model.state_dict().items() if t.is_floating_point() and t.device.type != "meta"
+        (name, t)
+        for name, t in model.state_dict().items()
+        if t.is_floating_point() and t.device.type != "meta" and name not in not_loaded
     ]
     if tensors:
         finite = torch.stack([torch.isfinite(t).all().to(tensors[0][1].device) for _, t in tensors]).tolist()

@@ -59,6 +59,12 @@ def test_conv_config_typo_and_accepted_transformers_keys(tmp_path):
     assert AutoConfig.from_pretrained(tmp_path).to_dict()["fusion_type"] == "concat"
     # a saved config may be re-headed with `num_labels` (as in transformers): id2label follows
     assert mm.MMFNetConfig.from_pretrained(tmp_path, num_labels=7).id2label[6] == "LABEL_6"
+    # transformers lets any attribute be set on a config and saved with it: such a checkpoint keeps loading
+    config.layer_norm_eps = 1.0
+    config.save_pretrained(tmp_path / "extra")
+    assert mm.MMFNetConfig.from_pretrained(tmp_path / "extra").layer_norm_eps == 1.0
+    with pytest.raises(TypeError, match=r"`layer_norm_eps`"):  # built by hand, the same key is a typo
+        mm.MMFNetConfig(text_config=tiny_bert(), layer_norm_eps=1.0)
 
 
 def test_parameter_estimate_matches_the_built_model():

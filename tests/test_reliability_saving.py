@@ -228,3 +228,13 @@ def test_optional_head_parts_may_be_added_when_loading(saved):
     assert model.unimodal_classifier is not None and model.logit_scale is not None
     reference = mm.MMFNetForClassification.from_pretrained(saved)
     torch.testing.assert_close(model.classifier.weight, reference.classifier.weight, rtol=0, atol=0)
+
+
+def test_missing_tensors_are_reported_instead_when_the_caller_asks_for_the_loading_info(saved, tmp_path):
+    """`output_loading_info=True` hands `missing_keys` to the caller (as transformers' own tests expect)."""
+    folder = damaged(saved, tmp_path, lambda state: [state.pop(k) for k in ("classifier.weight", "classifier.bias")])
+    with pytest.raises(OSError, match=r"lacks 2 tensor\(s\)"):
+        mm.MMFNetForClassification.from_pretrained(folder)
+    model, info = mm.MMFNetForClassification.from_pretrained(folder, output_loading_info=True)
+    assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
+    assert torch.isfinite(model.classifier.weight).all()
