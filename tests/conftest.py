@@ -45,6 +45,21 @@ WORDS = [
     "world",
 ]
 
+SHIPPED_CODE_FILES = frozenset(
+    {
+        "balance_mmfnet.py",
+        "configuration_mmfnet.py",
+        "modeling_mmfnet.py",
+        "fusion_mmfnet.py",
+        "modeling_mmfnet_conv.py",
+        "validation_mmfnet.py",
+        "saving_mmfnet.py",
+        "augmentation_mmfnet.py",
+        "pipeline_mmfnet.py",
+    }
+)
+"""The model's code files that `save_pretrained` copies beside the weights (they travel to the Hub)."""
+
 
 def tiny_vit() -> ViTConfig:
     return ViTConfig(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE, tiny_conv
+from conftest import BLOCK_PACKAGE, SHIPPED_CODE_FILES, tiny_conv
 from hub_server import HubServer, hub_env, run_client, start_hub_server
 from hub_server import hub_server as hub_server  # noqa: F401 - the session fixture
 from huggingface_hub import ModelCard
@@ -30,17 +30,7 @@ import modeling_mmfnet as mm
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_test_token"
-SHIPPED = {
-    "balance_mmfnet.py",
-    "configuration_mmfnet.py",
-    "modeling_mmfnet.py",
-    "fusion_mmfnet.py",
-    "modeling_mmfnet_conv.py",
-    "validation_mmfnet.py",
-    "saving_mmfnet.py",
-    "augmentation_mmfnet.py",
-    "pipeline_mmfnet.py",
-}
+SHIPPED = SHIPPED_CODE_FILES
 PROCESSOR_FILES = {"processing_mmfnet.py", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
 
 CONSUMER = """

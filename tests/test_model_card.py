@@ -14,24 +14,14 @@ from types import ModuleType
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_conv, tiny_wav2vec2
+from conftest import SHIPPED_CODE_FILES, tiny_bert, tiny_conv, tiny_wav2vec2
 from huggingface_hub import ModelCard
 
 import modeling_mmfnet as mm
 from modeling_mmfnet import card_mmfnet
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {
-    "balance_mmfnet.py",
-    "configuration_mmfnet.py",
-    "modeling_mmfnet.py",
-    "fusion_mmfnet.py",
-    "modeling_mmfnet_conv.py",
-    "validation_mmfnet.py",
-    "saving_mmfnet.py",
-    "augmentation_mmfnet.py",
-    "pipeline_mmfnet.py",
-}
+SHIPPED = SHIPPED_CODE_FILES
 
 
 def make_model(**kwargs) -> mm.MMFNetForClassification:

@@ -4,23 +4,21 @@ import json
 
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE, clean_env, random_inputs, three_modality_config, tiny_bert, tiny_conv
+from conftest import (
+    BLOCK_PACKAGE,
+    SHIPPED_CODE_FILES,
+    clean_env,
+    random_inputs,
+    three_modality_config,
+    tiny_bert,
+    tiny_conv,
+)
 from hub_server import run_client
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 import modeling_mmfnet as mm
 
-CODE_FILES = {
-    "balance_mmfnet.py",
-    "configuration_mmfnet.py",
-    "modeling_mmfnet.py",
-    "fusion_mmfnet.py",
-    "modeling_mmfnet_conv.py",
-    "validation_mmfnet.py",
-    "saving_mmfnet.py",
-    "augmentation_mmfnet.py",
-    "pipeline_mmfnet.py",
-}
+CODE_FILES = SHIPPED_CODE_FILES
 
 
 @pytest.fixture(scope="module")
