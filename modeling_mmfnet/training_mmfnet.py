@@ -673,8 +673,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`examples/train.py`'s entry point: parse `argv`, run, return the process exit status (0: done)."""
-    run(*parse_args(argv))
+    """`examples/train.py`'s entry point: parse `argv`, run, return the process exit status (0: done).
+
+    Arguments or data that do not fit (a `ValueError` / `OSError` from the checks, which say what to change) end with
+    that message and status 2, as argparse does, not with a traceback; `--log_level debug` logs the traceback too.
+    """
+    try:
+        run(*parse_args(argv))
+    except (ValueError, OSError) as error:
+        logger.debug("traceback of the error below", exc_info=True)
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -686,6 +695,8 @@ def run(
     Raises a ValueError, before anything is built, on a run with nothing to do or data that does not fit.
     """
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if training_args.get_process_log_level() < logging.INFO:  # `--log_level debug`
+        logger.setLevel(training_args.get_process_log_level())
     training_args.remove_unused_columns = False  # the collator reads the raw image / text / audio columns
     if not torch.cuda.is_available():
         training_args.dataloader_pin_memory = False

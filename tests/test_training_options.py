@@ -142,6 +142,24 @@ def test_evaluation_alone_of_a_trained_model(tiny_dataset, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- train + test only
+def test_the_script_reports_bad_arguments_without_a_traceback(train_test_only, tmp_path):
+    """`examples/train.py` on data that does not fit: the check's message, exit status 2, no Python traceback."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train.py"), *small_run(train_test_only, tmp_path / "out")],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "train.py: error: the dataset has no 'validation' split" in proc.stderr
+    assert "--validation_split_percentage" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+    debug = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train.py"), *small_run(train_test_only, tmp_path / "out"),
+         "--log_level", "debug"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert debug.returncode == 2 and "Traceback" in debug.stderr  # asked for: the traceback is logged
+
+
 def test_train_and_test_splits_only(train_test_only, tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(train, "build_model", no_model)
