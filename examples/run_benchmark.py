@@ -31,7 +31,9 @@ per task; the vision-only, audio-only and vision+audio models serve both tasks, 
 `sum` (clean inputs): digit recognisers trained on image digits and on spoken digits (the product of their
 accuracies is the ceiling for recognising both digits independently); their encoders then serve as the pretrained,
 frozen encoders of the fused sum model and of the image-alone and audio-alone sum models (≈ chance), whose fusion and
-heads train on cached encoder embeddings (`cache_modality_embeddings`).
+heads train on cached encoder embeddings (`cache_modality_embeddings`). The fusion's budget is chosen on validation:
+the fused sum model is trained for each of `--sum_fusion_epochs` (40 and 100 epochs), the best validation accuracy
+with both modalities picks one, and the image-alone and audio-alone sum models get the same budget.
 
 Reproducibility: torch runs on `--num_threads` threads (default 1, whatever the machine's core count: a thread count
 changes the order of floating-point sums, and on a shared machine two busy-waiting OpenMP threads ran a training step
