@@ -9,6 +9,7 @@ DEBIAN_PACKAGES := espeak-ng flite asterisk-core-sounds-en-wav
 
 install: $(VENV)/.installed
 
+# scripts/bootstrap.sh runs `python3 -m venv .venv` (apt-get python3-venv when missing), then pip installs into it.
 # Re-installs when pyproject.toml changes; `make clean-venv` starts over.
 $(VENV)/.installed: pyproject.toml
 	@bash scripts/bootstrap.sh "$(VENV)" "$(DEBIAN_PACKAGES)"
