@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -45,7 +45,7 @@ from .fusion_mmfnet import (
 )
 from .modeling_mmfnet_conv import MMFNetConvModel
 from .pipeline_mmfnet import SAVED_TASK, MMFNetClassificationPipeline
-from .saving_mmfnet import atomic_save, check_save_directory
+from .saving_mmfnet import MMFNetCardHubMixin, atomic_save, check_save_directory
 from .validation_mmfnet import validate_labels, validate_labels_type, validate_model_inputs
 
 logger = logging.get_logger(__name__)
@@ -283,7 +283,7 @@ class MMFNetMissingEmbedding(nn.Embedding):
     """Row `m` is the learned embedding that stands in for modality `m` wherever it is absent."""
 
 
-class MMFNetPreTrainedModel(PreTrainedModel):
+class MMFNetPreTrainedModel(MMFNetCardHubMixin, PreTrainedModel):
     config: MMFNetConfig
     base_model_prefix = "mmfnet"
     main_input_name = MMFNET_INPUT_NAMES[0]  # `pixel_values`: the first argument of every forward
@@ -319,10 +319,6 @@ class MMFNetPreTrainedModel(PreTrainedModel):
             function(module, is_custom_code)
 
         apply(self, self._initialize_weights, False)
-
-    model_card_hook: ClassVar[Any] = None
-    """Writes the model card on `save_pretrained` and `push_to_hub`; installed by the `mmfnet` package on import.
-    Loaded as remote code (no package) it stays None: transformers' own card handling applies."""
 
     def _init_weights(self, module: nn.Module) -> None:
         """Xavier for fusion layers (the default N(0, 0.02) can stall a fusion head), explicit init for raw params."""
@@ -492,30 +488,6 @@ class MMFNetPreTrainedModel(PreTrainedModel):
         if self.model_card_hook is not None and kwargs.get("is_main_process", True):
             self.model_card_hook.after_save(self, save_directory)
         return result
-
-    def push_to_hub(
-        self,
-        *args: Any,
-        replace_model_card: bool = False,
-        model_card_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`PushToHubMixin.push_to_hub`, leaving MMFNet's model card in the repo (with the package installed): the
-        repo's card is updated, or replaced with `replace_model_card=True`. `model_card_kwargs` go to
-        `generate_model_card` (`metrics`, `datasets`, `license`, `tags`, ...)."""
-        self._model_card_options = {"replace_model_card": replace_model_card, "model_card_kwargs": model_card_kwargs}
-        try:
-            return super().push_to_hub(*args, **kwargs)
-        finally:
-            self._model_card_options = None
-
-    def _upload_modified_files(self, working_dir: str | os.PathLike, repo_id: str, *args: Any, **kwargs: Any) -> Any:
-        if self.model_card_hook is not None:
-            options = getattr(self, "_model_card_options", None)
-            self.model_card_hook.before_upload(
-                self, working_dir, repo_id, kwargs.get("revision"), kwargs.get("token"), options
-            )
-        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
 
 HEAD_PARAMETERS = ("classifier.", "unimodal_classifier.", "logit_scale")

@@ -27,7 +27,7 @@ from transformers import (
 )
 from transformers.audio_utils import mel_filter_bank
 
-from .saving_mmfnet import atomic_save, check_save_directory
+from .saving_mmfnet import MMFNetCardHubMixin, atomic_save, check_save_directory
 
 try:  # the PIL backend needs no torchvision
     from transformers import ViTImageProcessorPil as _ConvImageProcessor
@@ -142,7 +142,7 @@ class _PresentParts:
         return lambda: [name for name in names if getattr(instance, name, None) is not None]
 
 
-class MMFNetProcessor(ProcessorMixin):
+class MMFNetProcessor(MMFNetCardHubMixin, ProcessorMixin):
     r"""Bundles an image processor, a tokenizer and an audio feature extractor, each optional.
 
     Args:
@@ -155,8 +155,6 @@ class MMFNetProcessor(ProcessorMixin):
     """
 
     get_attributes = _PresentParts()
-    model_card_hook: Any = None
-    """Writes the model card on `save_pretrained` and `push_to_hub`; installed by the `mmfnet` package on import."""
 
     def __init__(
         self,
@@ -191,29 +189,6 @@ class MMFNetProcessor(ProcessorMixin):
         if self.model_card_hook is not None:
             self.model_card_hook.after_save(self, save_directory)
         return result
-
-    def push_to_hub(
-        self,
-        *args: Any,
-        replace_model_card: bool = False,
-        model_card_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`PushToHubMixin.push_to_hub`; with the package installed, the repo's card becomes MMFNet's (updated, or
-        replaced with `replace_model_card=True`), complete once the repo also holds the model."""
-        self._model_card_options = {"replace_model_card": replace_model_card, "model_card_kwargs": model_card_kwargs}
-        try:
-            return super().push_to_hub(*args, **kwargs)
-        finally:
-            self._model_card_options = None
-
-    def _upload_modified_files(self, working_dir: str | os.PathLike, repo_id: str, *args: Any, **kwargs: Any) -> Any:
-        if self.model_card_hook is not None:
-            options = getattr(self, "_model_card_options", None)
-            self.model_card_hook.before_upload(
-                self, working_dir, repo_id, kwargs.get("revision"), kwargs.get("token"), options
-            )
-        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -94,4 +94,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-__all__ = ["atomic_save", "atomic_write_text", "check_save_directory"]
+class MMFNetCardHubMixin:
+    """`push_to_hub` for MMFNet's models and processor: the repo's model card becomes MMFNet's (updated, or replaced
+    with `replace_model_card=True`) just before the upload. `model_card_hook` is installed by the `mmfnet` package on
+    import; loaded as remote code (no package) it stays None and transformers' own card handling applies."""
+
+    model_card_hook: Any = None
+
+    def push_to_hub(
+        self,
+        *args: Any,
+        replace_model_card: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`PushToHubMixin.push_to_hub`, leaving MMFNet's model card in the repo (with the package installed).
+        `model_card_kwargs` go to `generate_model_card` (`metrics`, `datasets`, `license`, `tags`, ...)."""
+        self._model_card_options = {"replace_model_card": replace_model_card, "model_card_kwargs": model_card_kwargs}
+        try:
+            return super().push_to_hub(*args, **kwargs)
+        finally:
+            self._model_card_options = None
+
+    def _upload_modified_files(self, working_dir: str | os.PathLike, repo_id: str, *args: Any, **kwargs: Any) -> Any:
+        if self.model_card_hook is not None:
+            options = getattr(self, "_model_card_options", None)
+            self.model_card_hook.before_upload(
+                self, working_dir, repo_id, kwargs.get("revision"), kwargs.get("token"), options
+            )
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
+
+
+__all__ = ["MMFNetCardHubMixin", "atomic_save", "atomic_write_text", "check_save_directory"]
