@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -88,12 +89,10 @@ def tiny_distilbert() -> DistilBertConfig:
     return DistilBertConfig(vocab_size=len(WORDS) + 5, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
 
 
-def tiny_wav2vec2() -> Wav2Vec2Config:
+def tiny_wav2vec2(**overrides: Any) -> Wav2Vec2Config:
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
     return Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **{**sizes, **overrides},
         conv_dim=(16, 16),
         conv_stride=(5, 4),
         conv_kernel=(10, 8),

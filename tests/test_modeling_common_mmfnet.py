@@ -13,7 +13,8 @@ import unittest
 
 import pytest
 import torch
-from transformers import BertConfig, ViTConfig, Wav2Vec2Config
+from conftest import tiny_wav2vec2
+from transformers import BertConfig, ViTConfig
 from transformers_common import CommonTestsUnavailable, load_common_tests
 
 import modeling_mmfnet as mm
@@ -55,17 +56,7 @@ class MMFNetModelTester:
         return mm.MMFNetConfig(
             vision_config=ViTConfig(**encoder, image_size=self.image_size, patch_size=4, num_channels=3),
             text_config=BertConfig(**encoder, vocab_size=self.vocab_size, max_position_embeddings=32),
-            audio_config=Wav2Vec2Config(
-                **encoder,
-                conv_dim=(16, 16),
-                conv_stride=(5, 4),
-                conv_kernel=(10, 8),
-                num_conv_pos_embeddings=16,
-                num_conv_pos_embedding_groups=2,
-                vocab_size=12,
-                layerdrop=0.0,
-                mask_time_prob=0.0,
-            ),
+            audio_config=tiny_wav2vec2(**encoder),
             fusion_type=self.fusion_type,
             fusion_dim=32,
             fusion_hidden_dim=37,

@@ -197,11 +197,8 @@ def test_two_modality_run_scores_samples_that_keep_another_modality(tiny_dataset
 
 
 # ------------------------------------------------------------------------------------------------ distributed
-def test_torchrun_ddp_matches_single_process(single_run, tiny_dataset, bert_no_dropout, tmp_path):
-    """`torchrun --nproc_per_node 2` (gloo on CPU), per-device batch 4: same weights as one process with batch 8."""
-    single_out, single_metrics, _ = single_run
-    out = tmp_path / "ddp"
-    argv = ddp_comparable_args(tiny_dataset, out, bert_no_dropout, per_device=4)
+def torchrun_train(argv: list[str]) -> str:
+    """`examples/train.py` under `torchrun --nproc_per_node 2` (gloo on CPU); the run's log, asserted successful."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()), str(REPO / "examples" / "train.py"), *argv]  # fmt: skip
     env = {
@@ -214,6 +211,15 @@ def test_torchrun_ddp_matches_single_process(single_run, tiny_dataset, bert_no_d
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
+    return log
+
+
+def test_torchrun_ddp_matches_single_process(single_run, tiny_dataset, bert_no_dropout, tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo on CPU), per-device batch 4: same weights as one process with batch 8."""
+    single_out, single_metrics, _ = single_run
+    out = tmp_path / "ddp"
+    argv = ddp_comparable_args(tiny_dataset, out, bert_no_dropout, per_device=4)
+    log = torchrun_train(argv)
     # both ranks ran the script, in one world of two
     assert re.search(r"process 0 of 2", log) and re.search(r"process 1 of 2", log), log[-3000:]
 
@@ -239,18 +245,7 @@ def test_torchrun_ddp_with_activation_checkpointing_and_no_unused_parameter_sear
     out = tmp_path / "ddp_checkpointing"
     argv = ddp_comparable_args(tiny_dataset, out, bert_no_dropout, per_device=4)
     argv += ["--activation_checkpointing", "true", "--ddp_find_unused_parameters", "false", "--do_eval", "false"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), str(REPO / "examples" / "train.py"), *argv]  # fmt: skip
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
+    log = torchrun_train(argv)
     assert re.search(r"process 0 of 2", log) and re.search(r"process 1 of 2", log), log[-3000:]
     trained = weights(out)
     assert not any(".pooler." in key for key in trained)  # pooling is "mean": the encoder's pooler is not built
