@@ -142,6 +142,17 @@ def tiny_conv(**kwargs) -> mm.MMFNetConvConfig:
     return mm.MMFNetConvConfig(num_channels=1, hidden_sizes=[8, 16, 16], **kwargs)
 
 
+def tiny_processor(encoder_dirs: dict[str, Path]) -> mm.MMFNetProcessor:
+    """The processor of a seed-CNN (8×8 grey) + tiny BERT + tiny Wav2Vec2 model, its parts loaded from disk."""
+    from transformers import AutoFeatureExtractor, AutoTokenizer
+
+    return mm.MMFNetProcessor(
+        image_processor=mm.conv_image_processor(8, 1),
+        tokenizer=AutoTokenizer.from_pretrained(encoder_dirs["bert"]),
+        feature_extractor=AutoFeatureExtractor.from_pretrained(encoder_dirs["wav2vec2"]),
+    )
+
+
 def write_tokenizer(folder: Path) -> BertTokenizerFast:
     """A real WordPiece tokenizer over a tiny vocabulary, saved next to the tiny text encoders."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE, SHIPPED_CODE_FILES, tiny_conv
+from conftest import BLOCK_PACKAGE, SHIPPED_CODE_FILES, tiny_conv, tiny_processor
 from hub_server import HubServer, hub_env, run_client, start_hub_server
 from hub_server import hub_server as hub_server  # noqa: F401 - the session fixture
 from huggingface_hub import ModelCard
 from PIL import Image
-from transformers import AutoFeatureExtractor, AutoTokenizer
 
 import modeling_mmfnet as mm
 
@@ -105,11 +104,7 @@ def checkpoints(encoder_dirs: dict[str, Path], tmp_path_factory: pytest.TempPath
     """Four versions of one tiny classifier (seed-CNN vision, BERT text, wav2vec2 audio) with its processor,
     each saved with its real metrics on a reference batch; the references for the consumers."""
     root = tmp_path_factory.mktemp("checkpoints")
-    processor = mm.MMFNetProcessor(
-        image_processor=mm.conv_image_processor(8, 1),
-        tokenizer=AutoTokenizer.from_pretrained(encoder_dirs["bert"]),
-        feature_extractor=AutoFeatureExtractor.from_pretrained(encoder_dirs["wav2vec2"]),
-    )
+    processor = tiny_processor(encoder_dirs)
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (8, 8), dtype=torch.uint8, generator=generator) for _ in range(4)]
     audio = [torch.randn(800, generator=generator) for _ in range(4)]
@@ -537,11 +532,7 @@ def test_every_publishing_path_leaves_mmfnet_card(
         vision=tiny_conv(), text=str(encoder_dirs["bert"]), audio=str(encoder_dirs["wav2vec2"]),
         fusion_dim=16, fusion_hidden_dim=32, num_labels=4, text_encoder_name="google-bert/bert-base-uncased",
     )  # fmt: skip
-    processor = mm.MMFNetProcessor(
-        image_processor=mm.conv_image_processor(8, 1),
-        tokenizer=AutoTokenizer.from_pretrained(encoder_dirs["bert"]),
-        feature_extractor=AutoFeatureExtractor.from_pretrained(encoder_dirs["wav2vec2"]),
-    )
+    processor = tiny_processor(encoder_dirs)
     folder = tmp_path / "checkpoint"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

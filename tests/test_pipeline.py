@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE, clean_env, tiny_bert, tiny_conv, write_tokenizer
+from conftest import BLOCK_PACKAGE, clean_env, tiny_bert, tiny_conv, tiny_processor, write_tokenizer
 from hub_server import run_client
 from PIL import Image
-from transformers import AutoFeatureExtractor, AutoTokenizer, pipeline
+from transformers import pipeline
 
 import modeling_mmfnet as mm
 
@@ -46,11 +46,7 @@ def checkpoint(encoder_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathF
         fusion_type="gated", fusion_dim=16, fusion_hidden_dim=32, num_labels=3, dropout=0.0,
         id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)},
     ).eval()  # fmt: skip
-    processor = mm.MMFNetProcessor(
-        image_processor=mm.conv_image_processor(8, 1),
-        tokenizer=AutoTokenizer.from_pretrained(encoder_dirs["bert"]),
-        feature_extractor=AutoFeatureExtractor.from_pretrained(encoder_dirs["wav2vec2"]),
-    )
+    processor = tiny_processor(encoder_dirs)
     folder = root / "model"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
