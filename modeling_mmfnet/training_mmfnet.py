@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
+from huggingface_hub.errors import StrictDataclassError
 from PIL import Image as PILImage
 from transformers import (
     AutoProcessor,
@@ -46,7 +47,13 @@ from transformers import (
 
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings, cacheable_modalities
 from .checkpoints_mmfnet import check_images, check_splits_not_empty, resolve_resume_checkpoint
-from .configuration_mmfnet import MODALITIES, MMFNetConvConfig
+from .configuration_mmfnet import (
+    CONV_GLOBAL_POOLINGS,
+    CONV_NORMALIZATIONS,
+    MODALITIES,
+    MODALITY_BALANCES,
+    MMFNetConvConfig,
+)
 from .modeling_mmfnet import MMFNetForClassification
 from .processing_mmfnet import MMFNetDataCollator, MMFNetProcessor, conv_image_processor, conv_spectrogram_extractor
 
@@ -82,11 +89,36 @@ class ModelArguments:
     freeze_audio: bool = False
     aux_unimodal_weight: float = 0.0
     contrastive_weight: float = 0.0
+    modality_balance: str = field(
+        default="none",
+        metadata={
+            "help": "Training-time modality balance (OGM / OGM-GE gradient modulation); needs --aux_unimodal_weight "
+            "> 0 and two or more modalities.",
+            "choices": MODALITY_BALANCES,
+        },
+    )
+    modality_balance_alpha: float = field(
+        default=0.5, metadata={"help": "OGM's alpha: how strongly the dominant modality's gradient is scaled down."}
+    )
     conv_image_size: int | None = field(
         default=None,
         metadata={"help": "Image side the seed CNN sees (vision_encoder=conv); default: the images' own size."},
     )
     conv_hidden_sizes: str = field(default="32,64,128", metadata={"help": "Channels per seed-CNN block."})
+    conv_normalization: str = field(
+        default="group",
+        metadata={"help": "Norm after each seed-CNN convolution.", "choices": CONV_NORMALIZATIONS},
+    )
+    conv_convs_per_block: int = field(
+        default=1, metadata={"help": "Convolutions (each with its norm and GELU) per seed-CNN block."}
+    )
+    conv_global_pooling: str = field(
+        default="none",
+        metadata={
+            "help": "Seed CNN output: its last feature map as tokens ('none') or one pooled token.",
+            "choices": CONV_GLOBAL_POOLINGS,
+        },
+    )
     num_mel_bins: int = field(default=40, metadata={"help": "Log-mel bins for audio_encoder=conv."})
     max_audio_seconds: int = 1
     augment_image_shift: float = field(
@@ -110,6 +142,28 @@ class ModelArguments:
         default=None, metadata={"help": "Comma-separated modalities whose encoder gets LoRA adapters (needs peft)."}
     )
     lora_rank: int = 8
+
+    def __post_init__(self) -> None:
+        # argparse checks the choices of a command line; a JSON file or a direct construction is checked here
+        for flag, value, choices in (
+            ("--modality_balance", self.modality_balance, MODALITY_BALANCES),
+            ("--conv_normalization", self.conv_normalization, CONV_NORMALIZATIONS),
+            ("--conv_global_pooling", self.conv_global_pooling, CONV_GLOBAL_POOLINGS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{flag} must be one of {', '.join(choices)}; got {value!r}.")
+        if isinstance(self.conv_convs_per_block, bool) or self.conv_convs_per_block < 1:
+            raise ValueError(f"--conv_convs_per_block must be an integer >= 1, got {self.conv_convs_per_block!r}.")
+        if self.modality_balance_alpha < 0:
+            raise ValueError(f"--modality_balance_alpha must be >= 0, got {self.modality_balance_alpha}.")
+        if self.modality_balance != "none" and self.model_name_or_path is None:
+            encoders = [m for m in MODALITIES if getattr(self, f"{m}_encoder").lower() != "none"]
+            if self.aux_unimodal_weight <= 0 or len(encoders) < 2:
+                raise ValueError(
+                    f"--modality_balance {self.modality_balance} compares the modalities through their auxiliary "
+                    f"unimodal heads: it needs --aux_unimodal_weight > 0 (got {self.aux_unimodal_weight}) and at "
+                    f"least two of --vision_encoder, --text_encoder, --audio_encoder (got {encoders or 'none'})."
+                )
 
 
 @dataclass
@@ -545,7 +599,13 @@ def build_model(
             if modality == "text":
                 raise ValueError("--text_encoder conv is not supported: the seed CNN reads images and spectrograms.")
             channels = (image_channels or 1) if modality == "vision" else 1
-            encoders[modality] = MMFNetConvConfig(num_channels=channels, hidden_sizes=hidden_sizes)
+            encoders[modality] = MMFNetConvConfig(
+                num_channels=channels,
+                hidden_sizes=hidden_sizes,
+                normalization=model_args.conv_normalization,
+                convs_per_block=model_args.conv_convs_per_block,
+                global_pooling=model_args.conv_global_pooling,
+            )
         else:
             encoders[modality] = source
     if not encoders:
@@ -563,6 +623,8 @@ def build_model(
         freeze_audio=model_args.freeze_audio,
         aux_unimodal_weight=model_args.aux_unimodal_weight,
         contrastive_weight=model_args.contrastive_weight,
+        modality_balance=model_args.modality_balance,
+        modality_balance_alpha=model_args.modality_balance_alpha,
         augment_image_shift=model_args.augment_image_shift,
         augment_image_flip=model_args.augment_image_flip,
         augment_time_mask=model_args.augment_time_mask,
@@ -675,12 +737,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
 def main(argv: list[str] | None = None) -> int:
     """`examples/train.py`'s entry point: parse `argv`, run, return the process exit status (0: done).
 
-    Arguments or data that do not fit (a `ValueError` / `OSError` from the checks, which say what to change) end with
-    that message and status 2, as argparse does, not with a traceback; `--log_level debug` logs the traceback too.
+    Arguments or data that do not fit (a `ValueError` / `OSError` from the checks, which say what to change, or a
+    `StrictDataclassError` from the config's own validation) end with that message and status 2, as argparse does,
+    not with a traceback; `--log_level debug` logs the traceback too.
     """
     try:
         run(*parse_args(argv))
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, StrictDataclassError) as error:
         logger.debug("traceback of the error below", exc_info=True)
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         return 2

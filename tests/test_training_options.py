@@ -387,6 +387,76 @@ def test_augmentation_flags_reach_the_config(tiny_dataset, tmp_path):
         mm.MMFNetConfig(vision_config=mm.MMFNetConvConfig(), augment_image_flip=1.5)
 
 
+def test_modality_balance_and_conv_backbone_flags_reach_the_saved_model(tiny_dataset, tmp_path):
+    """`--modality_balance` and the `--conv_*` backbone flags: a short run, then the saved model read back."""
+    out = tmp_path / "out"
+    metrics = run_train(small_run(
+        tiny_dataset, out, modality_balance="ogm_ge", modality_balance_alpha=0.3, aux_unimodal_weight=1,
+        conv_normalization="batch", conv_convs_per_block=2, conv_global_pooling="average", eval_strategy="no",
+        save_strategy="no",
+    ))  # fmt: skip
+    assert np.isfinite(metrics["test_loss"])
+    model = mm.MMFNetForClassification.from_pretrained(out)
+    config = model.config
+    assert (config.modality_balance, config.modality_balance_alpha, config.aux_unimodal_weight) == ("ogm_ge", 0.3, 1)
+    for modality in ("vision", "audio"):  # both seed CNNs get the backbone flags
+        conv = getattr(config, f"{modality}_config")
+        assert (conv.normalization, conv.convs_per_block, conv.global_pooling) == ("batch", 2, "average")
+        encoder = getattr(model.mmfnet, f"{modality}_model")
+        layers = list(encoder.modules())
+        assert sum(isinstance(m, torch.nn.Conv2d) for m in layers) == 2 * 2  # 2 blocks × 2 convolutions
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in layers) == 4
+        assert not any(isinstance(m, torch.nn.GroupNorm) for m in layers)
+    pixels = torch.randn(2, config.vision_config.num_channels, 8, 8)  # the tiny dataset's 8×8 images
+    tokens = model.eval().mmfnet.vision_model(pixel_values=pixels).last_hidden_state
+    assert tokens.shape == (2, 1, 8)  # global pooling: one token of the last block's 8 channels
+
+
+def test_the_default_conv_flags_keep_the_seed_cnn(tiny_dataset):
+    model_args = train.parse_args(small_run(tiny_dataset, "unused"))[0]
+    built = train.build_model(model_args, ["a", "b"], image_channels=1)
+    assert built.config.vision_config.to_diff_dict() == mm.MMFNetConvConfig(hidden_sizes=[4, 8]).to_diff_dict()
+    assert built.config.modality_balance == "none"
+
+
+def exit_status(argv: list[str]) -> int:
+    try:
+        return train.main(argv)
+    except SystemExit as exit:  # argparse's own checks (a value outside the choices)
+        return exit.code
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"modality_balance": "ogm_ge"}, "--modality_balance ogm_ge compares the modalities through their auxiliary "
+         "unimodal heads: it needs --aux_unimodal_weight > 0 (got 0.0)"),
+        ({"modality_balance": "ogm", "aux_unimodal_weight": 1, "audio_encoder": "none"},
+         "at least two of --vision_encoder, --text_encoder, --audio_encoder (got ['vision'])"),
+        ({"modality_balance": "gradblend"}, "--modality_balance/--modality-balance: invalid choice: 'gradblend'"),
+        ({"conv_normalization": "layer"}, "--conv_normalization/--conv-normalization: invalid choice: 'layer'"),
+        ({"conv_global_pooling": "mean"}, "--conv_global_pooling/--conv-global-pooling: invalid choice: 'mean'"),
+        ({"conv_convs_per_block": 0}, "--conv_convs_per_block must be an integer >= 1, got 0."),
+        ({"modality_balance_alpha": -1}, "--modality_balance_alpha must be >= 0, got -1.0."),
+        ({"dropout": 1.5}, "`dropout` must be a number in [0.0, 1.0), got 1.5"),  # the config's own check
+    ],
+)  # fmt: skip
+def test_bad_balance_and_conv_flags_exit_2_naming_the_flag(overrides, message, tiny_dataset, tmp_path, capsys):
+    assert exit_status(small_run(tiny_dataset, tmp_path / "out", **overrides)) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_json_argument_file_is_checked_like_the_command_line(tiny_dataset, tmp_path, capsys):
+    """HfArgumentParser's JSON path skips argparse's choices: `ModelArguments` checks them itself."""
+    arguments = tmp_path / "args.json"
+    arguments.write_text(json.dumps({"dataset": str(tiny_dataset), "output_dir": str(tmp_path / "out"),
+                                     "vision_encoder": "conv", "conv_global_pooling": "mean"}))  # fmt: skip
+    assert exit_status([str(arguments)]) == 2
+    assert "--conv_global_pooling must be one of none, average, max; got 'mean'." in capsys.readouterr().err
+
+
 def test_caching_the_frozen_modality_while_the_others_train(tiny_dataset, encoder_dirs, tmp_path):
     """Frozen text cached, seed CNNs training: the same run as with the text encoder live, without running it."""
     common = dict(text_encoder=encoder_dirs["bert"], freeze_text="true", eval_strategy="no", save_strategy="steps",
