@@ -13,10 +13,12 @@ the best validation accuracy; `--do_train false --do_eval true --model_name_or_p
 data says is read before anything is built: the image size and channels for the seed CNN, the audio sampling rate
 (one rate over every split, or `--resample_audio_to`). Encoders: a Hub id or local folder per modality, `conv` for
 the seed CNN trained from scratch, or `none`. Evaluation reports accuracy and macro-F1 on the fused model, and again
-with each modality removed at test time (`<split>_without_<modality>_*`). FSDP / DeepSpeed: the standard `--fsdp` /
-`--deepspeed` TrainingArguments apply unchanged.
+with each modality removed at test time (`<split>_without_<modality>_*`). `--unimodal_first true` first trains each
+branch alone (`train_unimodal_first`, in `{output_dir}/unimodal-{modality}`), then fuses those encoders. FSDP /
+DeepSpeed: the standard `--fsdp` / `--deepspeed` TrainingArguments apply unchanged.
 """
 
+import dataclasses
 import io
 import json
 import logging
@@ -40,6 +42,7 @@ from transformers import (
     EvalPrediction,
     HfArgumentParser,
     IntervalStrategy,
+    PreTrainedModel,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -142,6 +145,13 @@ class ModelArguments:
         default=None, metadata={"help": "Comma-separated modalities whose encoder gets LoRA adapters (needs peft)."}
     )
     lora_rank: int = 8
+    unimodal_first: bool = field(
+        default=False,
+        metadata={
+            "help": "Train each seed CNN and each encoder that trains alone first (a single-modality classifier saved "
+            "in OUTPUT_DIR/unimodal-MODALITY), then the fused model from those encoders; needs two or more encoders."
+        },
+    )
 
     def __post_init__(self) -> None:
         # argparse checks the choices of a command line; a JSON file or a direct construction is checked here
@@ -164,6 +174,39 @@ class ModelArguments:
                     f"unimodal heads: it needs --aux_unimodal_weight > 0 (got {self.aux_unimodal_weight}) and at "
                     f"least two of --vision_encoder, --text_encoder, --audio_encoder (got {encoders or 'none'})."
                 )
+        if self.unimodal_first:
+            self._check_unimodal_first()
+
+    def _check_unimodal_first(self) -> None:
+        if self.model_name_or_path is not None:
+            raise ValueError(
+                "--unimodal_first trains the encoders given by --vision_encoder / --text_encoder / --audio_encoder "
+                f"alone before fusing them; it cannot start from --model_name_or_path {self.model_name_or_path!r}."
+            )
+        encoders = [m for m in MODALITIES if getattr(self, f"{m}_encoder").lower() != "none"]
+        if len(encoders) < 2:
+            raise ValueError(
+                "--unimodal_first trains each branch alone before fusing them: it needs at least two of "
+                f"--vision_encoder, --text_encoder, --audio_encoder (got {encoders or 'none'})."
+            )
+        if self.lora_modalities:
+            raise ValueError("--unimodal_first does not combine with --lora_modalities: use one or the other.")
+        if not unimodal_first_modalities(self):
+            raise ValueError(
+                "--unimodal_first has no encoder to train alone: every encoder is pretrained and frozen "
+                f"({', '.join(f'--freeze_{m} true' for m in encoders)}). Let one train, or drop --unimodal_first."
+            )
+
+
+def unimodal_first_modalities(model_args: ModelArguments) -> list[str]:
+    """The modalities `--unimodal_first` trains alone: every seed CNN (`conv`, also when `--freeze_*` keeps it fixed
+    in the fused run) and every pretrained encoder that is not frozen; a frozen pretrained encoder never changes."""
+    chosen = []
+    for modality in MODALITIES:
+        source = getattr(model_args, f"{modality}_encoder").lower()
+        if source == "conv" or (source != "none" and not getattr(model_args, f"freeze_{modality}")):
+            chosen.append(modality)
+    return chosen
 
 
 @dataclass
@@ -586,16 +629,30 @@ def check_sampling_rate(processor: MMFNetProcessor, sampling_rate: int | None) -
 
 
 def build_model(
-    model_args: ModelArguments, labels: list[str], image_channels: int | None = None
+    model_args: ModelArguments,
+    labels: list[str],
+    image_channels: int | None = None,
+    trained_encoders: dict[str, PreTrainedModel] | None = None,
+    encoder_names: dict[str, str] | None = None,
 ) -> MMFNetForClassification:
-    """A fresh MMFNet from the encoder flags: pretrained encoders loaded, seed CNNs sized for the data."""
+    """A fresh MMFNet from the encoder flags: pretrained encoders loaded, seed CNNs sized for the data.
+
+    `trained_encoders[modality]`, an already-trained encoder module (`--unimodal_first`), is used as it is in place
+    of that flag's source; `encoder_names[modality]` is recorded as `config.{modality}_encoder_name`.
+    """
     sources = {"vision": model_args.vision_encoder, "text": model_args.text_encoder, "audio": model_args.audio_encoder}
+    trained_encoders = trained_encoders or {}
+    unknown = [m for m in trained_encoders if sources.get(m, "none").lower() == "none"]
+    if unknown:
+        raise ValueError(f"trained_encoders has {unknown}, which the encoder flags leave out ('none' or unknown).")
     hidden_sizes = [int(v) for v in model_args.conv_hidden_sizes.split(",")]
     encoders: dict[str, Any] = {}
     for modality, source in sources.items():
         if source.lower() == "none":
             continue
-        if source.lower() == "conv":
+        if modality in trained_encoders:
+            encoders[modality] = trained_encoders[modality]
+        elif source.lower() == "conv":
             if modality == "text":
                 raise ValueError("--text_encoder conv is not supported: the seed CNN reads images and spectrograms.")
             channels = (image_channels or 1) if modality == "vision" else 1
@@ -610,8 +667,10 @@ def build_model(
             encoders[modality] = source
     if not encoders:
         raise ValueError("Give at least one of --vision_encoder, --text_encoder, --audio_encoder (not all 'none').")
+    names = {f"{modality}_encoder_name": name for modality, name in (encoder_names or {}).items()}
     return MMFNetForClassification.from_encoders_pretrained(
         **encoders,
+        **names,
         fusion_type=model_args.fusion_type,
         fusion_dim=model_args.fusion_dim,
         fusion_hidden_dim=model_args.fusion_hidden_dim,
@@ -725,6 +784,142 @@ def evaluate_all(
     return metrics
 
 
+def build_collator(
+    processor: MMFNetProcessor, data_args: DataArguments, modalities: tuple[str, ...]
+) -> MMFNetDataCollator:
+    """The collator reading the data's columns of `modalities` (the others are left out)."""
+    return MMFNetDataCollator(
+        processor,
+        image_column=data_args.image_column if "vision" in modalities else None,
+        text_column=data_args.text_column if "text" in modalities else None,
+        audio_column=data_args.audio_column if "audio" in modalities else None,
+        label_column=data_args.label_column,
+        sampling_rate_column=data_args.sampling_rate_column,
+        resample_to=data_args.resample_audio_to,
+    )
+
+
+def train_and_save(trainer: Trainer, resume: str | None = None) -> dict[str, float]:
+    """`trainer.train()` (refused if it trained 0 steps), the best checkpoint logged, the model saved to the
+    trainer's `output_dir`; the training metrics, `train_`-prefixed, and `best_checkpoint_step`."""
+    result = trainer.train(resume_from_checkpoint=resume)
+    if result.global_step == 0:
+        raise RuntimeError(
+            "the run trained 0 steps: check --num_train_epochs / --max_steps (and that a resumed checkpoint is "
+            "not already at the end)."
+        )
+    metrics = {f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()}
+    if trainer.state.best_model_checkpoint is not None:
+        metrics["best_checkpoint_step"] = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
+        logger.info(
+            "kept the best checkpoint by eval_%s: %s (%s = %s)",
+            trainer.args.metric_for_best_model,
+            trainer.state.best_model_checkpoint,
+            trainer.args.metric_for_best_model,
+            trainer.state.best_metric,
+        )
+    trainer.save_model()
+    return metrics
+
+
+def rows_with(dataset: Dataset, column: str) -> Dataset:
+    """The rows of `dataset` whose `column` is not null (read from Arrow, nothing decoded)."""
+    present = pc.is_valid(dataset.select_columns([column]).with_format("arrow")[:][column])
+    return dataset.select(np.flatnonzero(present.to_numpy()), keep_in_memory=True)
+
+
+def train_unimodal_first(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MMFNetTrainingArguments,
+    data: DatasetDict,
+    labels: list[str],
+    shapes: dict[str, Any],
+    evaluate: bool,
+) -> tuple[dict[str, PreTrainedModel], dict[str, str]]:
+    """`--unimodal_first`: each modality of [`unimodal_first_modalities`] trained alone, then its encoder returned.
+
+    Each branch is a single-modality MMFNet built by [`build_model`] from the same flags (that encoder only, not
+    frozen; no modality dropout, auxiliary heads, contrastive loss or balance, which need two modalities), trained
+    by the [`MMFNetTrainer`] with the same training arguments on the train rows that have the modality, evaluated
+    on such rows of the eval split (with `evaluate`), and saved with its processor and `mmfnet_results.json` in
+    `{output_dir}/unimodal-{modality}`, which is kept. Returns the trained encoder modules (the best checkpoint's,
+    with `load_best_model_at_end`) and, for the seed CNNs, that folder as their `encoder_names`; a pretrained
+    encoder keeps its Hub id or folder as its name.
+    """
+    columns = {"vision": data_args.image_column, "text": data_args.text_column, "audio": data_args.audio_column}
+    chosen = unimodal_first_modalities(model_args)
+    split_names = [data_args.train_split, *([data_args.eval_split] if evaluate else [])]
+    stage_data: dict[str, dict[str, Dataset]] = {}
+    for modality in chosen:  # every branch's rows checked before any training
+        stage_data[modality] = {name: rows_with(data[name], columns[modality]) for name in split_names}
+        for name, rows in stage_data[modality].items():
+            if len(rows) == 0:
+                raise ValueError(
+                    f"--unimodal_first: no row of split {name!r} has {modality} (column {columns[modality]!r}), "
+                    f"so the {modality} encoder cannot be trained or evaluated alone."
+                )
+    encoders: dict[str, PreTrainedModel] = {}
+    names: dict[str, str] = {}
+    for index, modality in enumerate(chosen, start=1):
+        folder = Path(training_args.output_dir) / f"unimodal-{modality}"
+        train_rows = stage_data[modality][data_args.train_split]
+        logger.info(
+            "unimodal-first: training the %s encoder alone (%d/%d) on the %d of %d %r rows that have it → %s",
+            modality,
+            index,
+            len(chosen),
+            len(train_rows),
+            len(data[data_args.train_split]),
+            data_args.train_split,
+            folder,
+        )
+        alone = {f"{m}_encoder": "none" for m in MODALITIES if m != modality}
+        single_args = dataclasses.replace(
+            model_args, **alone, **{f"freeze_{modality}": False}, modality_dropout=0.0, aux_unimodal_weight=0.0,
+            contrastive_weight=0.0, modality_balance="none", cache_embeddings=False, unimodal_first=False,
+        )  # fmt: skip
+        stage_args = dataclasses.replace(
+            training_args, output_dir=str(folder), push_to_hub=False, resume_from_checkpoint=None
+        )
+        set_seed(training_args.seed)
+        processor = build_processor(
+            single_args, shapes["image_channels"], shapes["image_size"], shapes["sampling_rate"]
+        )
+        model = build_model(single_args, labels, shapes["image_channels"])
+        eval_rows = stage_data[modality].get(data_args.eval_split)
+        trainer = MMFNetTrainer(
+            model=model,
+            args=stage_args,
+            train_dataset=train_rows,
+            eval_dataset=eval_rows,
+            data_collator=build_collator(processor, data_args, (modality,)),
+            processing_class=processor,
+            compute_metrics=compute_metrics,
+        )
+        metrics = train_and_save(trainer)
+        if eval_rows is not None:
+            metrics.update(trainer.evaluate(eval_rows))
+            logger.info(
+                "unimodal-first: the %s encoder alone scores eval_accuracy %.4f (eval_macro_f1 %.4f) on the %d %r "
+                "rows that have it",
+                modality,
+                metrics["eval_accuracy"],
+                metrics["eval_macro_f1"],
+                len(eval_rows),
+                data_args.eval_split,
+            )
+        else:
+            logger.info("unimodal-first: no eval split (--eval_strategy no): the %s encoder alone is not scored.",
+                        modality)  # fmt: skip
+        if trainer.is_world_process_zero():
+            (folder / "mmfnet_results.json").write_text(json.dumps(metrics, indent=2))
+        encoders[modality] = trainer.model.mmfnet.get_submodule(f"{modality}_model")
+        if getattr(model_args, f"{modality}_encoder").lower() == "conv":
+            names[modality] = str(folder)
+    return encoders, names
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, MMFNetTrainingArguments]:
     """The three argument dataclasses from a command line (default: `sys.argv[1:]`) or a single `.json` file."""
     parser = HfArgumentParser((ModelArguments, DataArguments, MMFNetTrainingArguments))
@@ -813,18 +1008,23 @@ def run(
             model_args, shapes["image_channels"], shapes["image_size"], shapes["sampling_rate"]
         )
         check_sampling_rate(processor, shapes["sampling_rate"])
-        model = build_model(model_args, labels, shapes["image_channels"])
+        trained: dict[str, PreTrainedModel] = {}
+        names: dict[str, str] = {}
+        if model_args.unimodal_first:
+            trained, names = train_unimodal_first(
+                model_args, data_args, training_args, data, labels, shapes, evaluates_during_training
+            )
+            set_seed(training_args.seed)  # the fused model's fresh parts as without the unimodal stage
+            logger.info(
+                "unimodal-first: fused model built from the trained %s encoder(s), fusion and head fresh; training "
+                "it end to end → %s",
+                ", ".join(trained),
+                training_args.output_dir,
+            )
+        model = build_model(model_args, labels, shapes["image_channels"], trained, names)
     if model_args.lora_modalities:
         model = add_lora(model, model_args.lora_modalities.split(","), model_args.lora_rank)
-    collator = MMFNetDataCollator(
-        processor,
-        image_column=data_args.image_column if "vision" in modalities else None,
-        text_column=data_args.text_column if "text" in modalities else None,
-        audio_column=data_args.audio_column if "audio" in modalities else None,
-        label_column=data_args.label_column,
-        sampling_rate_column=data_args.sampling_rate_column,
-        resample_to=data_args.resample_audio_to,
-    )
+    collator = build_collator(processor, data_args, modalities)
     datasets_by_split = {name: data[name] for name in splits}
     train_collator: Any = collator
     if model_args.cache_embeddings:
@@ -863,23 +1063,7 @@ def run(
     metrics: dict[str, float] = {}
     if do_train:
         resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        result = trainer.train(resume_from_checkpoint=resume)
-        if result.global_step == 0:
-            raise RuntimeError(
-                "the run trained 0 steps: check --num_train_epochs / --max_steps (and that a resumed checkpoint is "
-                "not already at the end)."
-            )
-        metrics.update({f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()})
-        if trainer.state.best_model_checkpoint is not None:
-            metrics["best_checkpoint_step"] = int(trainer.state.best_model_checkpoint.rsplit("-", 1)[-1])
-            logger.info(
-                "kept the best checkpoint by eval_%s: %s (%s = %s)",
-                training_args.metric_for_best_model,
-                trainer.state.best_model_checkpoint,
-                training_args.metric_for_best_model,
-                trainer.state.best_metric,
-            )
-        trainer.save_model()
+        metrics.update(train_and_save(trainer, resume))
     drop = data_args.report_missing_modalities and not model_args.cache_embeddings
     metrics.update(
         evaluate_all(trainer, {s: datasets_by_split[s] for s in test_splits}, train_collator, modalities, drop)
@@ -903,4 +1087,5 @@ __all__ = [
     "main",
     "parse_args",
     "run",
+    "train_unimodal_first",
 ]

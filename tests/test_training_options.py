@@ -4,6 +4,7 @@ Real Trainer runs of a few steps on toy datasets made here: train+test splits on
 (in one process and under `torchrun`), plus the README's fine-tuning command as written.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -538,3 +539,118 @@ def test_trainable_only_checkpoints_resume_exactly(tiny_dataset, encoder_dirs, t
     assert again.keys() == final.keys()
     for name, tensor in final.items():
         torch.testing.assert_close(again[name], tensor, rtol=0, atol=0, msg=name)
+
+
+# ------------------------------------------------------------------------------------------- --unimodal_first
+def test_unimodal_first_trains_each_encoder_alone_then_fuses_them(tiny_dataset, tmp_path, monkeypatch, caplog):
+    """Each seed CNN trained alone in `unimodal-{modality}`, the fused model built from those trained encoders."""
+    built = []  # (modalities, encoder weights at build time) of every model the run builds
+    build_model = train.build_model
+
+    def spy(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        weights = {m: {k: v.clone() for k, v in getattr(model.mmfnet, f"{m}_model").state_dict().items()}
+                   for m in model.config.modalities}  # fmt: skip
+        built.append((model.config.modalities, weights))
+        return model
+
+    monkeypatch.setattr(train, "build_model", spy)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger=train.logger.name):
+        metrics = run_train(small_run(tiny_dataset, out, unimodal_first="true", modality_dropout=0.2))
+    assert [modalities for modalities, _ in built] == [("vision",), ("audio",), ("vision", "audio")]
+    fused_start = built[-1][1]
+    for index, modality in enumerate(("vision", "audio"), start=1):
+        folder = out / f"unimodal-{modality}"
+        assert f"unimodal-first: training the {modality} encoder alone ({index}/2)" in caplog.text
+        assert f"unimodal-first: the {modality} encoder alone scores eval_accuracy" in caplog.text
+        results = json.loads((folder / "mmfnet_results.json").read_text())
+        assert np.isfinite(results["train_loss"]) and 0 <= results["eval_accuracy"] <= 1
+        single = mm.MMFNetForClassification.from_pretrained(folder)
+        assert single.config.modalities == (modality,) and single.config.modality_dropout == 0.0
+        assert AutoProcessor.from_pretrained(folder) is not None
+        # the fused model started from the trained encoder: the weights saved alone, exactly
+        trained = getattr(single.mmfnet, f"{modality}_model").state_dict()
+        assert trained.keys() == fused_start[modality].keys()
+        assert all(torch.equal(trained[k], fused_start[modality][k]) for k in trained)
+        initial = built[index - 1][1][modality]  # the branch's random start: training changed it
+        assert not all(torch.equal(initial[k], trained[k]) for k in trained)
+    fused = mm.MMFNetForClassification.from_pretrained(out)
+    assert fused.config.modalities == ("vision", "audio") and fused.config.modality_dropout == 0.2
+    for modality in ("vision", "audio"):
+        recorded = getattr(fused.config, f"{modality}_encoder_name")
+        assert recorded == str(out / f"unimodal-{modality}") and Path(recorded).is_dir()
+    assert np.isfinite(metrics["test_loss"]) and "fused model built from the trained vision, audio" in caplog.text
+
+
+def test_build_model_uses_the_trained_encoders_as_given(tiny_dataset):
+    model_args = train.parse_args(small_run(tiny_dataset, "unused"))[0]
+    single = train.build_model(dataclasses.replace(model_args, audio_encoder="none"), ["a", "b"], image_channels=1)
+    encoder = single.mmfnet.vision_model
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.add_(1.0)  # no longer what a fresh seed CNN would start from
+    expected = {k: v.clone() for k, v in encoder.state_dict().items()}
+    fused = train.build_model(model_args, ["a", "b"], 1, {"vision": encoder}, {"vision": "out/unimodal-vision"})
+    got = fused.mmfnet.vision_model.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    assert fused.config.vision_encoder_name == "out/unimodal-vision" and fused.config.audio_encoder_name is None
+    with pytest.raises(ValueError, match=r"trained_encoders has \['text'\], which the encoder flags leave out"):
+        train.build_model(model_args, ["a", "b"], 1, {"text": encoder})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"unimodal_first": "true", "audio_encoder": "none"}, "--unimodal_first trains each branch alone before "
+         "fusing them: it needs at least two of --vision_encoder, --text_encoder, --audio_encoder (got ['vision'])"),
+        ({"unimodal_first": "true", "model_name_or_path": "trained/mmfnet"}, "--unimodal_first trains the encoders "
+         "given by --vision_encoder / --text_encoder / --audio_encoder alone before fusing them; it cannot start "
+         "from --model_name_or_path 'trained/mmfnet'."),
+        ({"unimodal_first": "true", "vision_encoder": "org/vit", "audio_encoder": "org/wav2vec2",
+          "freeze_vision": "true", "freeze_audio": "true"}, "--unimodal_first has no encoder to train alone"),
+        ({"unimodal_first": "true", "lora_modalities": "vision"}, "--unimodal_first does not combine with "
+         "--lora_modalities"),
+    ],
+)  # fmt: skip
+def test_bad_unimodal_first_exits_2_naming_the_flag(overrides, message, tiny_dataset, tmp_path, capsys):
+    assert exit_status(small_run(tiny_dataset, tmp_path / "out", **overrides)) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unimodal_first_with_frozen_seed_cnns_trains_only_the_fusion_on_them(tiny_dataset, tmp_path):
+    """The main job's recipe: seed CNNs trained alone, then frozen (and cached) while the fusion trains."""
+    out = tmp_path / "out"
+    run_train(small_run(tiny_dataset, out, unimodal_first="true", freeze_vision="true", freeze_audio="true",
+                        cache_embeddings="true"))  # fmt: skip
+    fused = load_file(out / "model.safetensors")
+    for modality in ("vision", "audio"):
+        alone = load_file(out / f"unimodal-{modality}" / "model.safetensors")
+        encoder = [k for k in alone if k.startswith(f"mmfnet.{modality}_model.")]
+        assert encoder and all(torch.equal(fused[k], alone[k]) for k in encoder)
+        assert not torch.equal(fused["classifier.weight"], alone["classifier.weight"])  # the head is the fused one
+
+
+def test_unimodal_first_trains_a_pretrained_encoder_alone_unless_frozen(tiny_dataset, encoder_dirs, tmp_path, caplog):
+    """A trainable pretrained encoder is trained alone and keeps its source as name; a frozen one is not trained."""
+    bert = str(encoder_dirs["bert"])
+    trains = tmp_path / "trains"
+    with caplog.at_level(logging.INFO, logger=train.logger.name):
+        run_train(small_run(tiny_dataset, trains, text_encoder=bert, audio_encoder="none", unimodal_first="true"))
+    assert "training the text encoder alone (2/2)" in caplog.text
+    assert (trains / "unimodal-text" / "config.json").is_file()
+    config = mm.MMFNetConfig.from_pretrained(trains)
+    assert (config.text_encoder_name, config.vision_encoder_name) == (bert, str(trains / "unimodal-vision"))
+
+    frozen = tmp_path / "frozen"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=train.logger.name):
+        run_train(small_run(tiny_dataset, frozen, text_encoder=bert, audio_encoder="none", freeze_text="true",
+                            unimodal_first="true"))  # fmt: skip
+    assert "training the vision encoder alone (1/1)" in caplog.text and "text encoder alone" not in caplog.text
+    assert sorted(p.name for p in frozen.glob("unimodal-*")) == ["unimodal-vision"]
+    fused, original = load_file(frozen / "model.safetensors"), load_file(encoder_dirs["bert"] / "model.safetensors")
+    shared = [k for k in original if f"mmfnet.text_model.{k}" in fused]  # the pooler is dropped
+    assert len(shared) > 10 and all(torch.equal(fused[f"mmfnet.text_model.{k}"], original[k]) for k in shared)
