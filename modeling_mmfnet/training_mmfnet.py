@@ -14,7 +14,7 @@ data says is read before anything is built: the image size and channels for the 
 (one rate over every split, or `--resample_audio_to`). Encoders: a Hub id or local folder per modality, `conv` for
 the seed CNN trained from scratch, or `none`. Evaluation reports accuracy and macro-F1 on the fused model, and again
 with each modality removed at test time (`<split>_without_<modality>_*`). `--unimodal_first true` first trains each
-branch alone (`train_unimodal_first`, in `{output_dir}/unimodal-{modality}`), then fuses those encoders. FSDP /
+branch alone (`train_unimodal_first`, in `{output_dir}/_unimodal-{modality}`), then fuses those encoders. FSDP /
 DeepSpeed: the standard `--fsdp` / `--deepspeed` TrainingArguments apply unchanged.
 """
 
@@ -149,7 +149,7 @@ class ModelArguments:
         default=False,
         metadata={
             "help": "Train each seed CNN and each encoder that trains alone first (a single-modality classifier saved "
-            "in OUTPUT_DIR/unimodal-MODALITY), then the fused model from those encoders; needs two or more encoders."
+            "in OUTPUT_DIR/_unimodal-MODALITY), then the fused model from those encoders; needs two or more encoders."
         },
     )
 
@@ -843,7 +843,7 @@ def train_unimodal_first(
     frozen; no modality dropout, auxiliary heads, contrastive loss or balance, which need two modalities), trained
     by the [`MMFNetTrainer`] with the same training arguments on the train rows that have the modality, evaluated
     on such rows of the eval split (with `evaluate`), and saved with its processor and `mmfnet_results.json` in
-    `{output_dir}/unimodal-{modality}`, which is kept. Returns the trained encoder modules (the best checkpoint's,
+    `{output_dir}/_unimodal-{modality}`, which is kept. Returns the trained encoder modules (the best checkpoint's,
     with `load_best_model_at_end`) and, for the seed CNNs, that folder as their `encoder_names`; a pretrained
     encoder keeps its Hub id or folder as its name.
     """
@@ -862,7 +862,7 @@ def train_unimodal_first(
     encoders: dict[str, PreTrainedModel] = {}
     names: dict[str, str] = {}
     for index, modality in enumerate(chosen, start=1):
-        folder = Path(training_args.output_dir) / f"unimodal-{modality}"
+        folder = Path(training_args.output_dir) / f"_unimodal-{modality}"
         train_rows = stage_data[modality][data_args.train_split]
         logger.info(
             "unimodal-first: training the %s encoder alone (%d/%d) on the %d of %d %r rows that have it → %s",

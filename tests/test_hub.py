@@ -364,15 +364,15 @@ def test_train_push_to_hub_then_load_without_package(
     hub_server: HubServer, encoder_dirs: dict[str, Path], tiny_dataset: Path, tmp_path: Path
 ) -> None:
     """`examples/train.py --push_to_hub` (Trainer's own arguments, token by `--hub_token`) publishes the model,
-    the processor and our card with the run's real metrics; a process without the package reproduces the
-    trained model's outputs from the Hub."""
+    the processor and our card with the run's real metrics, not the `--unimodal_first` branches; a process without
+    the package reproduces the trained model's outputs from the Hub."""
     repo, out = "tester/mmfnet-trained", tmp_path / "out"
     args = ["--dataset", str(tiny_dataset), "--output_dir", str(out), "--do_train", "--max_steps", "2"]
     args += ["--vision_encoder", "conv", "--text_encoder", str(encoder_dirs["bert"]), "--audio_encoder", "conv"]
     args += ["--conv_hidden_sizes", "8,16,16", "--fusion_type", "gated", "--fusion_dim", "16"]
     args += ["--fusion_hidden_dim", "32", "--per_device_train_batch_size", "8", "--save_strategy", "no"]
     args += ["--report_to", "none", "--use_cpu", "--disable_tqdm", "true", "--dataloader_num_workers", "0"]
-    args += ["--push_to_hub", "--hub_model_id", repo, "--hub_token", TOKEN]
+    args += ["--push_to_hub", "--hub_model_id", repo, "--hub_token", TOKEN, "--unimodal_first", "true"]
     env = hub_env(hub_server.endpoint, tmp_path / "hf_train", token=None)  # the token comes from --hub_token
     env["PYTHONPATH"] = str(ROOT)  # the package under test
     proc = subprocess.run(
@@ -432,6 +432,9 @@ RESULT["files"] = sorted(HfApi().list_repo_files(REPO))
     assert got["modules"] == ["transformers_modules"] and got["sha256"] == sha256(out / "model.safetensors")
     assert {"model.safetensors", "config.json", "processor_config.json", "README.md", *SHIPPED} <= set(got["files"])
     assert not any(name.endswith((".bin", ".pt")) and name != "training_args.bin" for name in got["files"])
+    # `--unimodal_first`: the branches trained alone stay in output_dir, and are not pushed
+    assert (out / "_unimodal-vision" / "model.safetensors").is_file()
+    assert not any("unimodal" in name for name in got["files"])
 
     card = got["card"]
     assert card == (out / "README.md").read_text()  # our card, not the Trainer's

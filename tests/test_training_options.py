@@ -543,7 +543,7 @@ def test_trainable_only_checkpoints_resume_exactly(tiny_dataset, encoder_dirs, t
 
 # ------------------------------------------------------------------------------------------- --unimodal_first
 def test_unimodal_first_trains_each_encoder_alone_then_fuses_them(tiny_dataset, tmp_path, monkeypatch, caplog):
-    """Each seed CNN trained alone in `unimodal-{modality}`, the fused model built from those trained encoders."""
+    """Each seed CNN trained alone in `_unimodal-{modality}`, the fused model built from those trained encoders."""
     built = []  # (modalities, encoder weights at build time) of every model the run builds
     build_model = train.build_model
 
@@ -561,7 +561,7 @@ def test_unimodal_first_trains_each_encoder_alone_then_fuses_them(tiny_dataset, 
     assert [modalities for modalities, _ in built] == [("vision",), ("audio",), ("vision", "audio")]
     fused_start = built[-1][1]
     for index, modality in enumerate(("vision", "audio"), start=1):
-        folder = out / f"unimodal-{modality}"
+        folder = out / f"_unimodal-{modality}"
         assert f"unimodal-first: training the {modality} encoder alone ({index}/2)" in caplog.text
         assert f"unimodal-first: the {modality} encoder alone scores eval_accuracy" in caplog.text
         results = json.loads((folder / "mmfnet_results.json").read_text())
@@ -579,7 +579,7 @@ def test_unimodal_first_trains_each_encoder_alone_then_fuses_them(tiny_dataset, 
     assert fused.config.modalities == ("vision", "audio") and fused.config.modality_dropout == 0.2
     for modality in ("vision", "audio"):
         recorded = getattr(fused.config, f"{modality}_encoder_name")
-        assert recorded == str(out / f"unimodal-{modality}") and Path(recorded).is_dir()
+        assert recorded == str(out / f"_unimodal-{modality}") and Path(recorded).is_dir()
     assert np.isfinite(metrics["test_loss"]) and "fused model built from the trained vision, audio" in caplog.text
 
 
@@ -591,10 +591,10 @@ def test_build_model_uses_the_trained_encoders_as_given(tiny_dataset):
         for parameter in encoder.parameters():
             parameter.add_(1.0)  # no longer what a fresh seed CNN would start from
     expected = {k: v.clone() for k, v in encoder.state_dict().items()}
-    fused = train.build_model(model_args, ["a", "b"], 1, {"vision": encoder}, {"vision": "out/unimodal-vision"})
+    fused = train.build_model(model_args, ["a", "b"], 1, {"vision": encoder}, {"vision": "out/_unimodal-vision"})
     got = fused.mmfnet.vision_model.state_dict()
     assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
-    assert fused.config.vision_encoder_name == "out/unimodal-vision" and fused.config.audio_encoder_name is None
+    assert fused.config.vision_encoder_name == "out/_unimodal-vision" and fused.config.audio_encoder_name is None
     with pytest.raises(ValueError, match=r"trained_encoders has \['text'\], which the encoder flags leave out"):
         train.build_model(model_args, ["a", "b"], 1, {"text": encoder})
 
@@ -627,7 +627,7 @@ def test_unimodal_first_with_frozen_seed_cnns_trains_only_the_fusion_on_them(tin
                         cache_embeddings="true"))  # fmt: skip
     fused = load_file(out / "model.safetensors")
     for modality in ("vision", "audio"):
-        alone = load_file(out / f"unimodal-{modality}" / "model.safetensors")
+        alone = load_file(out / f"_unimodal-{modality}" / "model.safetensors")
         encoder = [k for k in alone if k.startswith(f"mmfnet.{modality}_model.")]
         assert encoder and all(torch.equal(fused[k], alone[k]) for k in encoder)
         assert not torch.equal(fused["classifier.weight"], alone["classifier.weight"])  # the head is the fused one
@@ -640,9 +640,9 @@ def test_unimodal_first_trains_a_pretrained_encoder_alone_unless_frozen(tiny_dat
     with caplog.at_level(logging.INFO, logger=train.logger.name):
         run_train(small_run(tiny_dataset, trains, text_encoder=bert, audio_encoder="none", unimodal_first="true"))
     assert "training the text encoder alone (2/2)" in caplog.text
-    assert (trains / "unimodal-text" / "config.json").is_file()
+    assert (trains / "_unimodal-text" / "config.json").is_file()
     config = mm.MMFNetConfig.from_pretrained(trains)
-    assert (config.text_encoder_name, config.vision_encoder_name) == (bert, str(trains / "unimodal-vision"))
+    assert (config.text_encoder_name, config.vision_encoder_name) == (bert, str(trains / "_unimodal-vision"))
 
     frozen = tmp_path / "frozen"
     caplog.clear()
@@ -650,7 +650,7 @@ def test_unimodal_first_trains_a_pretrained_encoder_alone_unless_frozen(tiny_dat
         run_train(small_run(tiny_dataset, frozen, text_encoder=bert, audio_encoder="none", freeze_text="true",
                             unimodal_first="true"))  # fmt: skip
     assert "training the vision encoder alone (1/1)" in caplog.text and "text encoder alone" not in caplog.text
-    assert sorted(p.name for p in frozen.glob("unimodal-*")) == ["unimodal-vision"]
+    assert sorted(p.name for p in frozen.glob("_unimodal-*")) == ["_unimodal-vision"]
     fused, original = load_file(frozen / "model.safetensors"), load_file(encoder_dirs["bert"] / "model.safetensors")
     shared = [k for k in original if f"mmfnet.text_model.{k}" in fused]  # the pooler is dropped
     assert len(shared) > 10 and all(torch.equal(fused[f"mmfnet.text_model.{k}"], original[k]) for k in shared)
