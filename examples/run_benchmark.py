@@ -16,11 +16,14 @@ How the recipe is chosen — on the validation split only, never on test:
 1. `agree`: one fused model per fusion type (modality dropout, auxiliary unimodal heads, no balance), seed 0.
    Each fused model's *validation score* is its mean validation accuracy over four conditions: every modality
    present, and each modality dropped. The best score picks the fusion type.
-2. For that fusion type, each modality-balance option (`none`, `ogm_ge` = on-the-fly gradient modulation with
-   generalisation enhancement, `unimodal_first` = each encoder trained alone, then frozen, the fusion trained on
-   their embeddings) is trained on `agree` and on `imbalanced`; the best validation score picks the option per task.
+2. For that fusion type, each modality-balance option is trained on `agree` and on `imbalanced`; the best
+   validation score picks the option per task. Options: `none`; `ogm_ge` (on-the-fly gradient modulation with
+   generalisation enhancement); `unimodal_first` (each encoder trained alone, then frozen, the fusion trained on
+   their cached embeddings); `unimodal_first_finetune` (the same encoders as the starting point of an end-to-end
+   fused run with the budget of `none`: every encoder starts from what it learned alone, and fusion and encoders
+   then train together).
 3. The chosen recipe of each task is trained with two more seeds; headline numbers are mean ± std over 3 seeds
-   (`unimodal_first` reuses the seed-0 unimodal encoders: its seeds vary the fusion only).
+   (the `unimodal_first*` options reuse the seed-0 unimodal encoders: their seeds vary the fused stage only).
 
 Baselines on the same splits (`sklearn` logistic regression, `C` chosen on validation): a linear probe on each
 modality's features (the unimodally trained CNN encoders' pooled features for vision and audio, the frozen MiniLM
@@ -110,7 +113,7 @@ INPUTS = {
 }
 EMBEDDED_INPUTS = {m: (EMBEDS_INPUT_NAMES[m],) for m in MODALITIES}  # frozen encoders: their cached pooled features
 COLUMN_OF = {"text_embeds": "text_embeds_or_empty"}  # the featurized column behind a model input
-BALANCE_OPTIONS = ("none", "ogm_ge", "unimodal_first")
+BALANCE_OPTIONS = ("none", "ogm_ge", "unimodal_first", "unimodal_first_finetune")
 EVAL_SPLITS = ("validation", "test", "test_real")
 
 
@@ -298,13 +301,19 @@ class FeatureCollator:
 
 
 def make_model(
-    spec: RunSpec, args: BenchmarkArguments, text_path: str, num_labels: int, encoders: dict[str, str] | None = None
+    spec: RunSpec,
+    args: BenchmarkArguments,
+    text_path: str,
+    num_labels: int,
+    encoders: dict[str, str] | None = None,
+    freeze_encoders: bool = True,
 ) -> MMFNetForClassification:
-    """Seed CNNs from scratch for vision and audio and the frozen MiniLM for text, or the given frozen `encoders`."""
+    """Seed CNNs from scratch for vision and audio and the frozen MiniLM for text, or the given pretrained `encoders`
+    (frozen unless `freeze_encoders=False`)."""
     hidden_sizes = [int(v) for v in args.conv_hidden_sizes.split(",")]
     sources = {"vision": MMFNetConvConfig(num_channels=1, hidden_sizes=hidden_sizes), "text": text_path,
                "audio": MMFNetConvConfig(num_channels=1, hidden_sizes=hidden_sizes), **(encoders or {})}  # fmt: skip
-    frozen = {f"freeze_{m}": True for m in (encoders or {})}
+    frozen = {f"freeze_{m}": freeze_encoders for m in (encoders or {})}
     return MMFNetForClassification.from_encoders_pretrained(
         **{m: sources[m] if m in spec.modalities else None for m in MODALITIES},
         fusion_type=spec.fusion_type,
@@ -351,14 +360,16 @@ def train_and_evaluate(
     epochs: float | None = None,
     embedded: bool = False,
     collator_class: type[FeatureCollator] = FeatureCollator,
+    freeze_encoders: bool = True,
 ) -> tuple[dict[str, Any], MMFNetForClassification, dict[str, np.ndarray]]:
     """Fine-tune one model with the `Trainer`; evaluate it on every evaluation split, also with each modality dropped.
 
-    With `encoders` (frozen, pretrained), `data` holds their cached embeddings (`embedded`) and only the fusion and
-    head train. Returns the result row, the model, and its class probabilities per split (all modalities present).
+    With `encoders` (pretrained), either they are frozen and `data` holds their cached embeddings (`embedded`), so
+    only the fusion and head train, or (`freeze_encoders=False`) they are the starting point of an end-to-end run.
+    Returns the result row, the model, and its class probabilities per split (all modalities present).
     """
     set_seed(spec.seed)
-    model = make_model(spec, args, text_path, num_labels=10, encoders=encoders).train()
+    model = make_model(spec, args, text_path, 10, encoders=encoders, freeze_encoders=freeze_encoders).train()
     training_args = TrainingArguments(
         output_dir=str(Path(args.output_dir) / "runs" / spec.name),
         num_train_epochs=epochs or args.epochs,
@@ -459,10 +470,13 @@ class Runner:
                        balance=balance, seed=seed)  # fmt: skip
 
     def fused(self, task: str, data: DatasetDict, fusion_type: str, balance: str, encoders: dict, seed: int = 0):
-        """One fused run; `unimodal_first` trains the fusion on the frozen unimodal encoders' cached embeddings."""
+        """One fused run; `unimodal_first` trains the fusion on the frozen unimodal encoders' cached embeddings,
+        `unimodal_first_finetune` trains the whole model end to end from those encoders (same budget as `none`)."""
         spec = self.fused_spec(task, fusion_type, balance, seed)
         if balance == "unimodal_first":
             return self(spec, data, encoders=encoders, epochs=self.args.unimodal_first_epochs, embedded=True)
+        if balance == "unimodal_first_finetune":
+            return self(spec, data, encoders=encoders, freeze_encoders=False)
         return self(spec, data)
 
 

@@ -22,6 +22,7 @@ import modeling_mmfnet as mm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+import run_benchmark  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("flite") is None,
@@ -56,11 +57,9 @@ def test_report_covers_every_run_and_target(quick_run: tuple[Path, Path, dict, s
     expected |= {"imbalanced-text-only", "imbalanced-without-vision", "imbalanced-without-audio"}
     expected |= {"sum-vision-only", "sum-audio-only"}
     for task in ("agree", "imbalanced"):
-        expected |= {fused_name(task, fusion, b) for b in ("none", "ogm_ge", "unimodal_first")}
+        expected |= {fused_name(task, fusion, b) for b in run_benchmark.BALANCE_OPTIONS}
         expected |= {fused_name(task, fusion, summary[task]["balance"], seed) for seed in (1, 2)}
     assert set(by_name) == expected and len(report["runs"]) == len(expected)
-    import run_benchmark
-
     args = run_benchmark.BenchmarkArguments(quick=True, data_dir=str(data_dir))
     splits_by_task = {task: load_from_disk(run_benchmark.data_folder(args, task)) for task in ("agree", "sum")}
     splits_by_task["imbalanced"] = splits_by_task["agree"]  # the same rows, other transcripts
@@ -85,9 +84,7 @@ def test_report_covers_every_run_and_target(quick_run: tuple[Path, Path, dict, s
     assert fusion == max(sweep, key=sweep.get)
     for task in ("agree", "imbalanced"):
         s = summary[task]
-        scores = {
-            b: by_name[fused_name(task, fusion, b)]["validation_score"] for b in ("none", "ogm_ge", "unimodal_first")
-        }
+        scores = {b: by_name[fused_name(task, fusion, b)]["validation_score"] for b in run_benchmark.BALANCE_OPTIONS}
         assert s["validation_scores"] == pytest.approx(scores) and s["balance"] == max(scores, key=scores.get)
         chosen = [by_name[fused_name(task, fusion, s["balance"], seed)]["test_accuracy"] for seed in (0, 1, 2)]
         assert s["fused_test_accuracy"]["mean"] == pytest.approx(np.mean(chosen))
@@ -144,8 +141,6 @@ def test_output_is_one_line_per_run(quick_run: tuple[Path, Path, dict, str]) -> 
 
 
 def test_saved_model_reproduces_reported_accuracy_from_raw_inputs(quick_run: tuple[Path, Path, dict, str]) -> None:
-    import run_benchmark
-
     data_dir, output_dir, report, _ = quick_run
     folder = output_dir / run_benchmark.MODEL_FOLDER
     reported = json.loads((folder / "mmfnet_results.json").read_text())
@@ -166,3 +161,21 @@ def test_saved_model_reproduces_reported_accuracy_from_raw_inputs(quick_run: tup
             predictions.append(model(**inputs).logits.argmax(-1).numpy())
     accuracy = float((np.concatenate(predictions) == np.asarray(test["label"])).mean())
     assert accuracy == pytest.approx(reported["test_accuracy"], abs=1.5 / len(test))  # at most one sample flips
+
+
+def test_unimodal_first_finetune_starts_from_the_unimodal_encoders(quick_run: tuple[Path, Path, dict, str]) -> None:
+    """`unimodal_first_finetune`: the fused model starts from the encoders trained alone, and trains them too."""
+    _, output_dir, _, _ = quick_run
+    args = run_benchmark.BenchmarkArguments(quick=True, output_dir=str(output_dir))
+    encoders = {m: str(output_dir / "encoders" / f"agree-{m}") for m in ("vision", "audio")}
+    spec = run_benchmark.RunSpec("check", "agree", mm.MODALITIES)
+    text_path = run_benchmark.default_text_encoder()
+    model = run_benchmark.make_model(spec, args, text_path, 10, encoders=encoders, freeze_encoders=False)
+    frozen = run_benchmark.make_model(spec, args, text_path, 10, encoders=encoders)
+    for modality, path in encoders.items():
+        trained_alone = mm.MMFNetConvModel.from_pretrained(path).state_dict()
+        encoder = getattr(model.mmfnet, f"{modality}_model")
+        assert all(torch.equal(value, trained_alone[key]) for key, value in encoder.state_dict().items())
+        assert all(p.requires_grad for p in encoder.parameters())
+        assert not any(p.requires_grad for p in getattr(frozen.mmfnet, f"{modality}_model").parameters())
+    assert not any(p.requires_grad for p in model.mmfnet.text_model.parameters())  # MiniLM stays frozen
