@@ -209,6 +209,12 @@ def unimodal_first_modalities(model_args: ModelArguments) -> list[str]:
     return chosen
 
 
+# the model flags that still apply to a model loaded with --model_name_or_path
+MODEL_ARGUMENTS_USED_WITH_A_TRAINED_MODEL = frozenset(
+    {"model_name_or_path", "cache_embeddings", "lora_modalities", "lora_rank", "unimodal_first"}
+)
+
+
 @dataclass
 class DataArguments:
     dataset: str = field(metadata={"help": "A datasets Hub name or a `save_to_disk` folder."})
@@ -707,7 +713,22 @@ def build_model_and_processor(
 
 
 def load_trained(model_args: ModelArguments, labels: list[str]) -> tuple[MMFNetForClassification, MMFNetProcessor]:
-    """A trained MMFNet and its processor from `--model_name_or_path`; its labels must be the data's."""
+    """A trained MMFNet and its processor from `--model_name_or_path`; its labels must be the data's.
+
+    The flags that build a model (encoders, fusion, conv options, …) describe the saved one instead: any given with a
+    non-default value is named in a warning, so it is not ignored silently.
+    """
+    ignored = [
+        f"--{f.name}"
+        for f in dataclasses.fields(ModelArguments)
+        if f.name not in MODEL_ARGUMENTS_USED_WITH_A_TRAINED_MODEL and getattr(model_args, f.name) != f.default
+    ]
+    if ignored:
+        logger.warning(
+            "--model_name_or_path %s: the model is loaded as saved, so %s (which build a new model) are ignored.",
+            model_args.model_name_or_path,
+            ", ".join(ignored),
+        )
     model = MMFNetForClassification.from_pretrained(model_args.model_name_or_path)
     processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
     if model.config.num_labels != len(labels):

@@ -131,11 +131,16 @@ def test_a_run_that_trains_nothing_says_so_and_fails(tiny_dataset, tmp_path):
         run_train(small_run(tiny_dataset, tmp_path / "c", do_train="false", do_eval="true"))
 
 
-def test_evaluation_alone_of_a_trained_model(tiny_dataset, tmp_path):
+def test_evaluation_alone_of_a_trained_model(tiny_dataset, tmp_path, caplog):
     trained = run_train(small_run(tiny_dataset, tmp_path / "trained", eval_strategy="no", save_strategy="no"))
     argv = small_run(tiny_dataset, tmp_path / "eval", do_train="false", do_eval="true",
                      model_name_or_path=tmp_path / "trained", vision_encoder="none", audio_encoder="none")  # fmt: skip
-    assert train.main(argv) == 0
+    with caplog.at_level(logging.WARNING, logger="modeling_mmfnet.training_mmfnet"):
+        assert train.main(argv) == 0
+    # the model-building flags small_run passes describe the saved model instead: named, not silently ignored
+    (warning,) = [r.getMessage() for r in caplog.records if "is loaded as saved" in r.getMessage()]
+    assert "--fusion_dim, --fusion_hidden_dim, --conv_hidden_sizes, --num_mel_bins (which build" in warning
+    assert "--vision_encoder" not in warning and "--model_name_or_path" not in warning.split(":")[1]
     evaluated = json.loads((tmp_path / "eval" / "mmfnet_results.json").read_text())
     assert not any(key.startswith("train") for key in evaluated)
     for key in ("test_loss", "test_accuracy", "test_macro_f1"):
