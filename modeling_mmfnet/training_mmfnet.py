@@ -955,7 +955,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Arguments or data that do not fit (a `ValueError` / `OSError` from the checks, which say what to change, or a
     `StrictDataclassError` from the config's own validation) end with that message and status 2, as argparse does,
-    not with a traceback; `--log_level debug` logs the traceback too.
+    not with a traceback; `--log_level debug` logs the traceback too. Under `torchrun` the process group is
+    destroyed before returning (left to interpreter exit, gloo's threads could abort a rank after a finished run).
     """
     try:
         run(*parse_args(argv))
@@ -963,6 +964,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.debug("traceback of the error below", exc_info=True)
         print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 
