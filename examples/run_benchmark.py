@@ -984,9 +984,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # agree: each modality alone (their encoders also feed the probes and `unimodal_first`), each pair
     single_probabilities: dict[str, dict[str, dict[str, np.ndarray]]] = {"agree": {}, "imbalanced": {}}
-    encoders = {}
+    encoders, single_runs = {}, {}
     for m in MODALITIES:
-        _, model, probabilities = runner(RunSpec(f"agree-{m}-only", "agree", (m,)), data["agree"])
+        single_runs[m], model, probabilities = runner(RunSpec(f"agree-{m}-only", "agree", (m,)), data["agree"])
         single_probabilities["agree"][m] = single_probabilities["imbalanced"][m] = probabilities
         if m != "text":  # text: the frozen MiniLM
             encoders[m] = str(Path(args.output_dir) / "encoders" / f"agree-{m}")
@@ -1044,9 +1044,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "load_average": [round(v, 1) for v in os.getloadavg()]}  # fmt: skip
     output_dir = Path(args.output_dir)
     write_report(output_dir, results, summary, meta, runner)
-    single_runs = {m: next(r for r in results if r["name"] == f"agree-{m}-only") for m in encoders}
     save_best_model(output_dir / MODEL_FOLDER, best_model, processor, chosen_result, raw["agree"]["test"],
-                    data_folder(args, "agree"), single_runs)  # fmt: skip
+                    data_folder(args, "agree"), {m: single_runs[m] for m in encoders})  # fmt: skip
     if args.readme:
         update_readme(Path(args.readme), summary, meta, results)
     met = sum(summary["targets"].values())

@@ -49,6 +49,7 @@ from transformers import (
 )
 
 from .caching_mmfnet import MMFNetEmbeddingCollator, cache_modality_embeddings, cacheable_modalities
+from .card_mmfnet import RESULTS_FILES
 from .checkpoints_mmfnet import check_images, check_splits_not_empty, resolve_resume_checkpoint
 from .configuration_mmfnet import (
     CONV_GLOBAL_POOLINGS,
@@ -59,6 +60,7 @@ from .configuration_mmfnet import (
 )
 from .modeling_mmfnet import MMFNetForClassification
 from .processing_mmfnet import MMFNetDataCollator, MMFNetProcessor, conv_image_processor, conv_spectrogram_extractor
+from .saving_mmfnet import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +155,11 @@ class ModelArguments:
         },
     )
 
+    @property
+    def encoder_modalities(self) -> tuple[str, ...]:
+        """The modalities whose encoder flag (`--vision_encoder`, ...) is not `none`."""
+        return tuple(m for m in MODALITIES if getattr(self, f"{m}_encoder").lower() != "none")
+
     def __post_init__(self) -> None:
         # argparse checks the choices of a command line; a JSON file or a direct construction is checked here
         for flag, value, choices in (
@@ -167,7 +174,7 @@ class ModelArguments:
         if self.modality_balance_alpha < 0:
             raise ValueError(f"--modality_balance_alpha must be >= 0, got {self.modality_balance_alpha}.")
         if self.modality_balance != "none" and self.model_name_or_path is None:
-            encoders = [m for m in MODALITIES if getattr(self, f"{m}_encoder").lower() != "none"]
+            encoders = list(self.encoder_modalities)
             if self.aux_unimodal_weight <= 0 or len(encoders) < 2:
                 raise ValueError(
                     f"--modality_balance {self.modality_balance} compares the modalities through their auxiliary "
@@ -183,7 +190,7 @@ class ModelArguments:
                 "--unimodal_first trains the encoders given by --vision_encoder / --text_encoder / --audio_encoder "
                 f"alone before fusing them; it cannot start from --model_name_or_path {self.model_name_or_path!r}."
             )
-        encoders = [m for m in MODALITIES if getattr(self, f"{m}_encoder").lower() != "none"]
+        encoders = list(self.encoder_modalities)
         if len(encoders) < 2:
             raise ValueError(
                 "--unimodal_first trains each branch alone before fusing them: it needs at least two of "
@@ -843,6 +850,12 @@ def train_and_save(trainer: Trainer, resume: str | None = None) -> dict[str, flo
     return metrics
 
 
+def save_results(folder: str | os.PathLike, metrics: dict[str, float]) -> None:
+    """Write a run's metrics to `folder/mmfnet_results.json` (atomically), which the model card reads."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(folder) / RESULTS_FILES[0], json.dumps(metrics, indent=2))
+
+
 def rows_with(dataset: Dataset, column: str) -> Dataset:
     """The rows of `dataset` whose `column` is not null (read from Arrow, nothing decoded)."""
     present = pc.is_valid(dataset.select_columns([column]).with_format("arrow")[:][column])
@@ -934,7 +947,7 @@ def train_unimodal_first(
             logger.info("unimodal-first: no eval split (--eval_strategy no): the %s encoder alone is not scored.",
                         modality)  # fmt: skip
         if trainer.is_world_process_zero():
-            (folder / "mmfnet_results.json").write_text(json.dumps(metrics, indent=2))
+            save_results(folder, metrics)
         encoders[modality] = trainer.model.mmfnet.get_submodule(f"{modality}_model")
         if getattr(model_args, f"{modality}_encoder").lower() == "conv":
             names[modality] = str(folder)
@@ -1014,12 +1027,7 @@ def run(
         config = MMFNetForClassification.config_class.from_pretrained(model_args.model_name_or_path)
         modalities = config.modalities
     else:
-        sources = {
-            "vision": model_args.vision_encoder,
-            "text": model_args.text_encoder,
-            "audio": model_args.audio_encoder,
-        }
-        modalities = tuple(m for m in MODALITIES if sources[m].lower() != "none")
+        modalities = model_args.encoder_modalities
     labels = check_data(data, data_args, modalities, splits)
     shapes = data_shapes(data, data_args, modalities, splits)
 
@@ -1094,8 +1102,7 @@ def run(
         evaluate_all(trainer, {s: datasets_by_split[s] for s in test_splits}, train_collator, modalities, drop)
     )
     if trainer.is_world_process_zero():
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(training_args.output_dir) / "mmfnet_results.json").write_text(json.dumps(metrics, indent=2))
+        save_results(training_args.output_dir, metrics)
     if training_args.push_to_hub:
         # Trainer.push_to_hub saves the model and the processor (`processing_class`) to output_dir, writes MMFNet's
         # card (the package wraps `Trainer.create_model_card`: this run's metrics, the repo's card updated), and
